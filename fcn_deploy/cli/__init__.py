@@ -1,0 +1,50 @@
+"""The `fcn-deploy` command: a click group whose subcommands are imported only when used.
+
+`fcn-deploy --help` must not import torch, onnx, onnxruntime, tensorrt or cv2 (tests/test_cli.py checks it), so
+each subcommand module imports its heavy dependencies inside the command function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from fcn_deploy import __version__
+from fcn_deploy.errors import FcnDeployError
+
+# name -> "module:attribute"; one line per command, kept in the order a user meets them.
+COMMANDS = {
+    "model-info": "fcn_deploy.cli.model_info:command",
+}
+
+
+class LazyGroup(click.Group):
+    """click's documented lazy-loading recipe, plus one-line output for FcnDeployError."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FcnDeployError as e:
+            exc = click.ClickException(str(e).replace("\n", " "))
+            exc.exit_code = e.exit_code
+            raise exc from None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="fcn-deploy")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool) -> None:
+    """FCN semantic segmentation: train, export to ONNX, lower to FP16/INT8, build TensorRT engines, run, report."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
