@@ -46,7 +46,7 @@ def transfer_vgg16(model: FCN, state: dict[str, torch.Tensor], source: str = "VG
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     conv_names = [name for stage in VGG_STAGES for name, _, _ in stage]
-    pairs = [(f"features.{i}", n) for i, n in zip(_TV_FEATURE_INDEX, conv_names)]
+    pairs = [(f"features.{i}", n) for i, n in zip(_TV_FEATURE_INDEX, conv_names, strict=True)]
     pairs += [("classifier.0", "fc6"), ("classifier.3", "fc7")]
     missing = [f"{src}.{p}" for src, _ in pairs for p in ("weight", "bias") if f"{src}.{p}" not in state]
     if missing:

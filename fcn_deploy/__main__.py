@@ -1,0 +1,3 @@
+from fcn_deploy.cli import main
+
+main(prog_name="fcn-deploy")
