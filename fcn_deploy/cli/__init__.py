@@ -17,6 +17,7 @@ from fcn_deploy.errors import FcnDeployError
 # name -> "module:attribute"; one line per command, kept in the order a user meets them.
 COMMANDS = {
     "model-info": "fcn_deploy.cli.model_info:command",
+    "export": "fcn_deploy.cli.export:command",
 }
 
 

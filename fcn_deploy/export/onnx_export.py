@@ -1,0 +1,323 @@
+"""torch FCN -> ONNX: output head, named dynamic axes, optional Resize upsampling, onnxslim, model card, checks.
+
+Exporter: the TorchScript-based `torch.onnx.export(..., dynamo=False)`. On this FCN it yields the textbook crop
+(Shape -> Gather -> Unsqueeze -> Slice, no size baked in), names the output dims with the input's symbols, and
+exports in about a second; the dynamo exporter (torch 2.13's default) also keeps the crops dynamic but needs opset
+>= 18, takes ~15x longer and names output dims by sympy expressions such as "Min(height + 31, ...) - 31".
+Opset 17 is pinned: TensorRT 10.3 (JetPack 6.x, the oldest runtime we target) parses opsets 9-20, and 17 needs
+nothing newer than what that parser, TensorRT 8.6 and every ONNX Runtime >= 1.14 implement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fcn_deploy import __version__
+from fcn_deploy.atomic import atomic_write, sha256_file
+from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.export import validate
+from fcn_deploy.export.heads import DEFAULT_HEAD, HEADS, ExportHead, output_axes, output_specs
+from fcn_deploy.export.resize_upsample import with_resize_upsampling
+from fcn_deploy.modelcard import ModelCard
+from fcn_deploy.shapes import format_hw
+from training.config import ModelConfig
+from training.fcn import FCN, build_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+OPSET_RANGE = (13, 20)  # Softmax over one axis needs 13; TensorRT 10.3 parses up to 20
+DYNAMIC_DIMS = {"batch": 0, "height": 2, "width": 3}
+DEFAULT_OPT = (360, 480)  # CamVid's resolution, when the card has no training resolution
+DEFAULT_MIN = (32, 32)
+DEFAULT_MAX = (1088, 1920)  # 1080p rounded up to the network stride 32
+ODD_CHECK_SIZE = (333, 517)
+UPSAMPLE_MODES = ("deconv", "resize")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    head: str = DEFAULT_HEAD
+    upsample: str = "deconv"
+    opset: int = DEFAULT_OPSET
+    dynamic: tuple[str, ...] = ("batch", "height", "width")  # ignored when static_shape is set
+    static_shape: tuple[int, int] | None = None  # fixes batch 1 and this H x W
+    opt_shape: tuple[int, int] | None = None  # trace size and the card's opt shape; default: training resolution
+    min_shape: tuple[int, int] | None = None
+    max_shape: tuple[int, int] | None = None
+    simplify: bool = True
+    check_sizes: tuple[tuple[int, int], ...] | None = None  # parity sizes; default: opt, half of opt, an odd one
+
+    def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise FcnDeployError(f"unknown --head {self.head!r}; choose one of {', '.join(HEADS)}")
+        if self.upsample not in UPSAMPLE_MODES:
+            raise FcnDeployError(f"unknown --upsample {self.upsample!r}; choose deconv or resize")
+        lo, hi = OPSET_RANGE
+        if not lo <= self.opset <= hi:
+            raise FcnDeployError(f"--opset {self.opset}: supported range is {lo}..{hi} (default {DEFAULT_OPSET})")
+        unknown = [d for d in self.dynamic if d not in DYNAMIC_DIMS]
+        if unknown:
+            raise FcnDeployError(f"--dynamic: unknown axis {unknown[0]!r}; use a subset of batch,height,width")
+        for what, hw in (("--static", self.static_shape), ("--input-size", self.opt_shape),
+                         ("--min-shape", self.min_shape), ("--max-shape", self.max_shape)):  # fmt: skip
+            if hw is not None and (hw[0] < 1 or hw[1] < 1):
+                raise FcnDeployError(f"{what} {format_hw(hw)}: height and width must be positive")
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    output: Path
+    sha256: str
+    size_bytes: int
+    card: ModelCard
+    op_counts: dict[str, int]
+    parity: tuple[validate.ParityResult, ...]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output),
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "opset": self.card.provenance.get("opset"),
+            "outputs": [dataclasses.asdict(o) for o in self.card.outputs],
+            "op_counts": self.op_counts,
+            "parity": [dataclasses.asdict(r) for r in self.parity],
+            "seconds": self.seconds,
+        }
+
+
+def _round32(x: int) -> int:
+    return max(32, 32 * math.ceil(x / 32))
+
+
+def card_shapes(card: ModelCard, options: ExportOptions) -> tuple[tuple[int, int], ...]:
+    """(min, opt, max) recommended input shapes for the card (and TensorRT's optimization profile)."""
+    if options.static_shape:
+        return (options.static_shape,) * 3
+    opt = options.opt_shape or card.training_resolution or DEFAULT_OPT
+    lo = options.min_shape or (min(DEFAULT_MIN[0], opt[0]), min(DEFAULT_MIN[1], opt[1]))
+    hi = options.max_shape or (max(DEFAULT_MAX[0], _round32(opt[0])), max(DEFAULT_MAX[1], _round32(opt[1])))
+    if not (lo[0] <= opt[0] <= hi[0] and lo[1] <= opt[1] <= hi[1]):
+        raise FcnDeployError(
+            f"shapes must satisfy min <= opt <= max per axis, got min {format_hw(lo)}, opt {format_hw(opt)}, "
+            f"max {format_hw(hi)}; adjust --min-shape/--input-size/--max-shape"
+        )
+    return lo, tuple(opt), hi
+
+
+def default_check_sizes(shapes: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """opt, half of opt and an odd size (333x517, or a smaller odd one for small opt shapes), all within max."""
+    lo, opt, hi = shapes
+    if lo == hi:
+        return (opt,)
+    half = (max(lo[0], (opt[0] + 1) // 2), max(lo[1], (opt[1] + 1) // 2))
+    odd = ODD_CHECK_SIZE
+    if odd[0] > hi[0] or odd[1] > hi[1] or opt[0] < 256:  # small models/tests: an odd size near opt instead
+        odd = (max(lo[0], opt[0] - 1) | 1, max(lo[1], opt[1] + 1 if opt[1] < hi[1] else opt[1] - 1) | 1)
+    return tuple(dict.fromkeys((opt, half, odd)))
+
+
+def _check_writable(output: Path) -> None:
+    """Fail before the (slow) export, not after it: create and remove a probe file where the output will go."""
+    if output.is_dir():
+        raise FcnDeployError(f"{output}: is a directory; give a file path such as {output / 'model.onnx'}")
+    parent = output.parent if str(output.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise FcnDeployError(f"{output}: cannot write there ({e.strerror}); choose a writable --output") from None
+
+
+@contextlib.contextmanager
+def _quiet_legacy_exporter():
+    """The TorchScript exporter is chosen on purpose (module docstring); hide its deprecation notice and the
+    note that shape-dependent Slices are not constant-folded, which is exactly what the crops need."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=".*Constant folding - Only steps=1.*")
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        yield
+
+
+def to_onnx_model(model: FCN, options: ExportOptions, trace_hw: tuple[int, int]) -> Any:
+    """The raw (unchecked, card-less) ONNX ModelProto of `model` with the head and upsampling of `options`."""
+    import onnx
+
+    net = with_resize_upsampling(model) if options.upsample == "resize" else model
+    wrapper = ExportHead(net, options.head).eval()
+    specs = output_specs(options.head)
+    dims = {} if options.static_shape else {DYNAMIC_DIMS[d]: d for d in options.dynamic}
+    dynamic_axes = {"image": dims, **{s.name: output_axes(s, dims) for s in specs}} if dims else None
+    example = torch.zeros(1, 3, *trace_hw)
+    buf = io.BytesIO()
+    with torch.no_grad(), _quiet_legacy_exporter():
+        torch.onnx.export(
+            wrapper,
+            (example,),
+            buf,
+            dynamo=False,
+            opset_version=options.opset,
+            input_names=["image"],
+            output_names=[s.name for s in specs],
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
+    return onnx.load_from_string(buf.getvalue())
+
+
+def simplify(onnx_model: Any) -> Any:
+    """onnxslim: constant folding, Identity removal, dead-node elimination (symbolic dims are kept)."""
+    import onnxslim
+
+    return onnxslim.slim(onnx_model)
+
+
+def export_onnx(model: FCN, card: ModelCard, output: str | Path, options: ExportOptions | None = None) -> ExportReport:
+    """Export, attach the card, validate on a temp file beside `output`, then move it into place.
+
+    The model is put in eval mode and its at-once skip scales are folded in place (neither changes its outputs).
+    Raises FcnDeployError (ExportValidationError for failed checks) with nothing written at `output`.
+    """
+    import onnx
+
+    options = options or ExportOptions()
+    output = Path(output)
+    _check_writable(output)
+    if card.variant != model.config.variant or card.num_classes != model.config.num_classes:
+        raise FcnDeployError(
+            f"model card ({card.variant}, {card.num_classes} classes) does not describe the model "
+            f"({model.config.variant}, {model.config.num_classes} classes)"
+        )
+    model.eval()
+    model.fold_skip_scales()
+    shapes = card_shapes(card, options)
+    seconds: dict[str, float] = {}
+
+    t = time.perf_counter()
+    onnx_model = to_onnx_model(model, options, shapes[1])
+    seconds["export"] = time.perf_counter() - t
+    if options.simplify:
+        t = time.perf_counter()
+        onnx_model = simplify(onnx_model)
+        seconds["simplify"] = time.perf_counter() - t
+
+    specs = output_specs(options.head)
+    card = card.replace(
+        outputs=specs,
+        min_shape=shapes[0],
+        opt_shape=shapes[1],
+        max_shape=shapes[2],
+        upsample=options.upsample,
+        precision="fp32",
+        exporter_version=__version__,
+        provenance={
+            **card.provenance,
+            "exporter": f"torch.onnx TorchScript exporter, torch {torch.__version__.split('+')[0]}",
+            "opset": options.opset,
+            "simplified": options.simplify,
+            "head": options.head,
+            "dynamic": [] if options.static_shape else list(options.dynamic),
+        },
+    )
+    card.attach(onnx_model)
+    onnx_model.producer_name, onnx_model.producer_version = "fcn-deploy", __version__
+    onnx_model.doc_string = f"{card.variant} FCN ({card.num_classes} classes), exported by fcn-deploy {__version__}"
+    data = onnx_model.SerializeToString()
+    del onnx_model
+
+    sizes = list(options.check_sizes or default_check_sizes(shapes))
+    if options.static_shape and any(tuple(s) != options.static_shape for s in sizes):
+        raise FcnDeployError(f"--check-sizes must equal --static {format_hw(options.static_shape)} for a static graph")
+    # Batch 2 at the cheapest size proves the batch axis is really dynamic.
+    batch_dynamic = not options.static_shape and "batch" in options.dynamic
+    smallest = min(range(len(sizes)), key=lambda i: sizes[i][0] * sizes[i][1])
+    batches = [2 if (batch_dynamic and i == smallest) else 1 for i in range(len(sizes))]
+
+    @torch.no_grad()
+    def reference(x):
+        return model(torch.from_numpy(x)).numpy()
+
+    t = time.perf_counter()
+    with atomic_write(output, "wb") as f:  # a failed check below deletes the temp file: nothing at `output`
+        f.write(data)
+        written = onnx.load_from_string(data)
+        validate.check_structure(written, str(output))
+        op_counts = validate.check_operators(written)
+        dims = {} if options.static_shape else {DYNAMIC_DIMS[d]: d for d in options.dynamic}
+        validate.check_dynamic_axes(written, {"image": dims, **{s.name: output_axes(s, dims) for s in specs}})
+        del written
+        results = validate.parity(data, reference, sizes, batches)
+        for r in results:
+            log.debug("parity %s", r.line())
+        validate.raise_on_failed(results)
+    seconds["validate"] = time.perf_counter() - t
+    return ExportReport(output, sha256_file(output), output.stat().st_size, card, dict(op_counts), tuple(results), seconds)
+
+
+def _config_conflicts(config: ModelConfig, requested: dict[str, Any]) -> list[str]:
+    return [
+        f"--{k.replace('_', '-')} {v} (checkpoint: {getattr(config, k)})"
+        for k, v in requested.items()
+        if v is not None and v != getattr(config, k)
+    ]
+
+
+def model_for_export(
+    checkpoint: str | Path | None,
+    variant: str | None = None,
+    num_classes: int | None = None,
+    width: float | None = None,
+    padding: str | None = None,
+) -> tuple[FCN, ModelCard, bool]:
+    """(model, card, trained). With a checkpoint its config and card win and any differing flag is an error;
+    without one, an untrained model: trunk as initialised, score layers N(0, 0.01) from seed 0 (instead of the
+    paper's zeros) so that outputs, validation and calibration ranges downstream are not all zero."""
+    requested = {"variant": variant, "num_classes": num_classes, "width": width, "padding": padding}
+    if checkpoint is not None:
+        from training.checkpoint import model_from_checkpoint
+
+        model, card, _ = model_from_checkpoint(checkpoint)
+        conflicts = _config_conflicts(model.config, requested)
+        if conflicts:
+            raise FcnDeployError(
+                f"{checkpoint}: {'; '.join(conflicts)}; the checkpoint defines the model: drop the flag(s) "
+                "or pass the matching checkpoint"
+            )
+        return model, card, True
+    config = ModelConfig(
+        variant=variant or "fcn8s",
+        num_classes=num_classes if num_classes is not None else 21,
+        width=width if width is not None else 1.0,
+        padding=padding or "paper",
+    )
+    torch.manual_seed(0)
+    model = build_model(config)
+    with torch.no_grad():
+        for name in ("score_fr", "score_pool4", "score_pool3"):
+            if hasattr(model, name):
+                torch.nn.init.normal_(getattr(model, name).weight, std=0.01)
+    card = ModelCard.default(
+        config.variant,
+        config.num_classes,
+        width=config.width,
+        padding=config.padding,
+        batch_norm=config.batch_norm,
+        provenance={"untrained": True},
+    )
+    return model, card, False
