@@ -214,6 +214,16 @@ def test_folder_json_palette_and_colour_masks(tmp_path):
     _error(lambda: build_dataset("folder", str(tmp_path))[0], "a.png", "RGB")  # no explicit palette
 
 
+def test_folder_sixteen_bit_masks(tmp_path):
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    _rgb(tmp_path / "images" / "x.png")
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.resize(np.array([0, 1, 1000], np.uint16), (12, 16))).save(tmp_path / "masks" / "x.png")
+    ds = build_dataset("folder", str(tmp_path), ignore_index=1000)
+    np.testing.assert_array_equal(ds[0][1], np.resize(np.array([0, 1, 1000]), (12, 16)))
+    _error(lambda: build_dataset("folder", str(tmp_path))[0], "x.png", "1000")
+
+
 def test_folder_errors(tmp_path):
     root = _folder(tmp_path)
     (root / "classes.txt").unlink()
@@ -224,6 +234,9 @@ def test_folder_errors(tmp_path):
     _error(lambda: build_dataset("folder", str(root)), "palette", "2 [r, g, b]")
     (root / "classes.json").unlink()
     _error(lambda: build_dataset("folder", str(root), class_names=["a", "b"], ignore_index=1), "ignore_index")
+    _rgb(root / "images" / "one.png")
+    _error(lambda: build_dataset("folder", str(root), class_names=["a"]), "one.jpg", "one.png", "share")
+    (root / "images" / "one.png").unlink()
     _rgb(root / "images" / "extra.png")
     _error(lambda: build_dataset("folder", str(root), class_names=["a"]), "extra.png", "no mask")
     empty = tmp_path / "empty"

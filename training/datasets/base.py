@@ -22,6 +22,7 @@ class SegmentationDataset:
     """Indexable (image, labels) pairs plus the class names, palette and ignore label that go into the card."""
 
     name: str = ""
+    mask_values: str = ""  # what a raw mask may hold, for error messages; default: classes + ignore label
 
     def __init__(
         self,
@@ -133,9 +134,13 @@ class FileDataset(SegmentationDataset):
 
     def _bad_values_message(self, path: Path, bad: np.ndarray) -> str:
         shown = ", ".join(str(int(v)) for v in bad[:8]) + (", ..." if len(bad) > 8 else "")
+        allowed = (
+            self.mask_values
+            or f"a class (0..{self.num_classes - 1}) nor the ignore label {self.ignore_index}"
+        )
         return (
-            f"mask {path} holds value(s) {shown} that are neither a class (0..{self.num_classes - 1}) nor the "
-            f"ignore label {self.ignore_index}; fix the mask or the class list of dataset '{self.name}'"
+            f"mask {path} holds value(s) {shown} that are neither {allowed}; "
+            f"fix the mask or the class list of dataset '{self.name}'"
         )
 
 

@@ -32,6 +32,7 @@ def camvid_label_map() -> np.ndarray:
 
 class CamVidSegmentation(FileDataset):
     name = "camvid"
+    mask_values = f"a CamVid class (0..{len(CAMVID_CLASSES) - 1}), void ({CAMVID_VOID}) nor 255"
 
     def __init__(self, root: str | None, split: str = "train") -> None:
         base = require_root(root, self.name, "the CamVid folder holding train/ and trainannot/")

@@ -35,6 +35,7 @@ class CityscapesSegmentation(FileDataset):
     """19 train classes; every other labelId becomes the ignore label 255."""
 
     name = "cityscapes"
+    mask_values = f"a Cityscapes labelId (0..{NUM_LABEL_IDS - 1}) nor 255"
 
     def __init__(self, root: str | None, split: str = "train") -> None:
         base = require_root(root, self.name, "the Cityscapes folder holding leftImg8bit/ and gtFine/")

@@ -114,10 +114,10 @@ class FolderSegmentation(FileDataset):
                 f"image folder {images_dir} does not exist; put the images in {base / 'images'}"
             )
         images = list_images(images_dir)
+        by_stem = _by_stem(images)
         split_list = base / f"{split}.txt"
         if folder == base and split_list.is_file():
             wanted = [line.strip() for line in split_list.read_text().splitlines() if line.strip()]
-            by_stem = {p.stem: p for p in images}
             missing = [s for s in wanted if s not in by_stem]
             if missing:
                 raise FcnDeployError(
@@ -127,7 +127,7 @@ class FolderSegmentation(FileDataset):
         masks_dir = folder / "masks"
         if not masks_dir.is_dir():
             return [(p, None) for p in images], images_dir
-        masks = {p.stem: p for p in list_images(masks_dir)}
+        masks = _by_stem(list_images(masks_dir))
         pairs = []
         for image in images:
             if image.stem not in masks:
@@ -163,6 +163,16 @@ class FolderSegmentation(FileDataset):
                 "add it to the palette or recolour the mask"
             )
         return order[pos].astype(np.uint8 if self.num_classes <= 256 else np.int32)
+
+
+def _by_stem(paths: list[Path]) -> dict[str, Path]:
+    """Files by stem; two files with one stem (a.jpg and a.png) would make the pairing ambiguous."""
+    out: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in out:
+            raise FcnDeployError(f"{out[p.stem]} and {p} share the name '{p.stem}'; keep one of them")
+        out[p.stem] = p
+    return out
 
 
 def _is_colour(path: Path) -> bool:
