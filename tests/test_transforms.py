@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.transforms import TrainTransform
 
@@ -83,3 +85,20 @@ def test_mismatched_pair_rejected():
     image, labels = _pair()
     with pytest.raises(ValueError):
         TrainTransform(crop=(8, 8))(image, labels[:-1], np.random.default_rng(0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(4, 40),
+    st.integers(4, 40),
+    st.integers(1, 48),
+    st.integers(1, 48),
+    st.floats(0.25, 1.0),
+    st.floats(1.0, 2.5),
+    st.integers(0, 2**32 - 1),
+)
+def test_any_sizes_give_the_crop_and_only_known_labels(h, w, ch, cw, lo, hi, seed):
+    image, labels = _pair(h, w)
+    im, lb = TrainTransform(crop=(ch, cw), scale_range=(lo, hi))(image, labels, np.random.default_rng(seed))
+    assert im.shape == (ch, cw, 3) and lb.shape == (ch, cw)
+    assert set(np.unique(lb)) <= set(np.unique(labels)) | {255}
