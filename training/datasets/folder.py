@@ -66,7 +66,7 @@ def _check_palette(palette: object, num_classes: int, source: str) -> tuple[tupl
         raise FcnDeployError(
             f"palette in {source} must list {num_classes} [r, g, b] colours (0-255), one per class"
         )
-    return tuple(tuple(c) for c in palette)  # type: ignore[misc]
+    return tuple(tuple(c) for c in palette)
 
 
 class FolderSegmentation(FileDataset):
@@ -98,7 +98,8 @@ class FolderSegmentation(FileDataset):
         )
         if not isinstance(ignore, int) or 0 <= ignore < len(names):
             raise FcnDeployError(
-                f"ignore_index {ignore!r} for {base} collides with a class index; use a value >= {len(names)}, e.g. 255"
+                f"ignore_index {ignore!r} for {base} must be an integer outside the class indices "
+                f"0..{len(names) - 1}; use 255"
             )
         self.colour_masks = explicit is not None
         pairs, where = self._pairs(base, split)
