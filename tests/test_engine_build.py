@@ -133,6 +133,18 @@ def test_options_reach_the_config():
     assert ("set_flag", ("VERSION_COMPATIBLE",), {}) in calls
 
 
+def test_dla_with_a_dynamic_profile_warns():
+    warnings: list[str] = []
+    config, profile = Recorder(), Recorder()
+    builder = SimpleNamespace(
+        create_builder_config=lambda: config, create_optimization_profile=lambda: profile, num_DLA_cores=2
+    )
+    config_from_options(
+        fake_trt(), builder, BuildOptions(PROFILE, dla_core=0), TrtVersion.parse("10.3.0"), (8, 7), warnings
+    )
+    assert any("DLA runs fixed shapes" in w for w in warnings)
+
+
 def test_dla_with_gpu_fallback_on_orin_10_3():
     calls, _ = build_config(BuildOptions(PROFILE, dla_core=1))
     assert ("set", "default_device_type", "DLA") in calls

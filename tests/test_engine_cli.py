@@ -100,10 +100,11 @@ def test_missing_tensorrt_exits_3_and_writes_nothing(model, tmp_path):
         (["--opt-shape", "360by480"], 1, "--opt-shape '360by480'"),
         (["--batch", "4:2:8"], 1, "--batch '4:2:8'"),
         (["--workspace", "lots"], 1, "--workspace 'lots'"),
+        (["--output", "{model}"], 2, "must differ from MODEL"),
     ],
 )
 def test_input_errors_come_before_the_tensorrt_check(model, tmp_path, args, code, match):
-    result = run([model, *args])
+    result = run([model, *(a.format(model=model) for a in args)])
     line = one_line_error(result, code)
     assert match in line
     assert "not installed" not in result.output

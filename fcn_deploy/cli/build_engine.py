@@ -126,6 +126,10 @@ def command(
     if keep_onnx and not (fp16 or int8):
         raise click.UsageError("--keep-onnx only applies with --fp16 or --int8")
     output = output or model.with_suffix(".engine")
+    if output.resolve() == model.resolve() or (
+        keep_onnx and keep_onnx.resolve() in (model.resolve(), output.resolve())
+    ):
+        raise click.UsageError("--output and --keep-onnx must differ from MODEL and from each other")
     workspace_bytes = parse_workspace(workspace) if workspace else None
 
     onnx_model = load_onnx(model)
@@ -157,8 +161,8 @@ def command(
             build_onnx = lower_onnx(
                 model, wanted, keep_onnx or Path(tmp) / f"{model.stem}.{wanted}.onnx", given_calib
             )
-            lowered_card = ModelCard.from_onnx(load_onnx(build_onnx), str(build_onnx))
-            provenance = {**lowered_card.provenance, "lowered_onnx_sha256": sha256_file(build_onnx)}
+            card = ModelCard.from_onnx(load_onnx(build_onnx), str(build_onnx))
+            provenance = {**card.provenance, "lowered_onnx_sha256": sha256_file(build_onnx)}
             if keep_onnx:
                 click.echo(f"kept {wanted.upper()} ONNX: {keep_onnx}")
         if missing is not None:
@@ -180,6 +184,10 @@ def command(
         ]
         if version_compatible:
             extra.append("--version-compatible")
+        for k, v in calib.items():
+            for item in v if isinstance(v, tuple) else (v,):
+                if item is not None and lower:
+                    extra.append(f"--{k.replace('_', '-')}={item}")
         result = engine_from_onnx(
             build_onnx,
             output,
@@ -187,7 +195,7 @@ def command(
             card=card,
             precision=wanted,
             provenance=provenance,
-            source_onnx_sha256=sha256_file(model),
+            source_onnx=model,
             rebuild_command=_rebuild_command(model, output, f"--{wanted}" if lower else None, profile, extra),
         )
     for w in result.warnings:

@@ -162,6 +162,12 @@ def config_from_options(
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = options.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        lo, opt, hi = options.profile.shapes()
+        if not lo == opt == hi:
+            warnings.append(
+                "DLA runs fixed shapes: with a dynamic profile TensorRT may place layers on the GPU instead; "
+                "pass equal --min/--opt/--max-shape and --batch N to keep them on the DLA"
+            )
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     return config
@@ -189,10 +195,14 @@ def engine_from_onnx(
     card: ModelCard,
     precision: str,
     provenance: dict[str, Any],
-    source_onnx_sha256: str,
+    source_onnx: str | Path,
     rebuild_command: str,
 ) -> BuildResult:
-    """Build, then write the plan (atomic) and its manifest (atomic, last). Needs TensorRT and cuda-python."""
+    """Build `onnx_path`, then write the plan (atomic) and its manifest (atomic, last).
+
+    `source_onnx` is the model the user gave (the same file unless --fp16/--int8 lowered it first): the manifest
+    names it, so a later `infer` can refuse an engine whose ONNX changed. Needs TensorRT and cuda-python.
+    """
     from fcn_deploy.engine.logger import capturing_logger
     from fcn_deploy.runtime import cuda_rt
 
@@ -236,8 +246,8 @@ def engine_from_onnx(
     manifest = EngineManifest(
         engine_sha256=sha256_file(output),
         engine_bytes=output.stat().st_size,
-        onnx_sha256=source_onnx_sha256,
-        onnx_file=onnx_path.name,
+        onnx_sha256=sha256_file(source_onnx),
+        onnx_file=Path(source_onnx).name,
         tensorrt_version=trt.__version__,
         gpu_name=gpu_name,
         compute_capability=cc,

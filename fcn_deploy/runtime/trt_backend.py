@@ -130,7 +130,18 @@ class TrtBackend(Backend):
             raise EngineLoadError(
                 f"{self.path}: expected one image input, found {[b.name for b in self._inputs]}"
             )
-        lo, opt, hi = self._engine.get_tensor_profile_shape(self._inputs[0].name, 0)
+        if self.manifest is not None and self.manifest.io_tensors:
+            expected = sorted(t["name"] for t in self.manifest.io_tensors)
+            found = sorted(b.name for b in (*self._inputs, *self._outputs))
+            if expected != found:
+                raise EngineLoadError(
+                    f"{self.path}: engine tensors {found} differ from its manifest's {expected}; rebuild it"
+                )
+        shapes = self._engine.get_tensor_profile_shape(self._inputs[0].name, 0)
+        if len(shapes) == 3:
+            lo, opt, hi = (tuple(s) for s in shapes)
+        else:  # a static-shape engine has no profile to report
+            lo = opt = hi = tuple(self._engine.get_tensor_shape(self._inputs[0].name))
         self.profile = Profile(
             self._inputs[0].name, (lo[0], opt[0], hi[0]), (lo[2], lo[3]), (opt[2], opt[3]), (hi[2], hi[3])
         )
