@@ -200,3 +200,52 @@ def test_cuda_python_names_exist():
         if obj is None:
             missing.append(name)
     assert not missing
+
+
+def _real_bindings_env(release, tmp_path):
+    """Environment where `import tensorrt` is the real 10.x/11.x bindings (stubbed libnvinfer), no GPU."""
+    try:
+        wheel_dir = api.fetch_wheel(*release)
+        stubs = api.build_stubs(wheel_dir)
+    except api.Unavailable as e:
+        pytest.skip(f"TensorRT bindings not available here: {e}")
+    shim = tmp_path / "shim" / "tensorrt"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text(
+        "from tensorrt_bindings import *  # noqa\nfrom tensorrt_bindings import __version__\n"
+    )
+    path = os.pathsep.join([str(shim.parent), str(wheel_dir), str(REPO)])
+    return dict(os.environ, LD_LIBRARY_PATH=str(stubs), PYTHONPATH=path)
+
+
+@pytest.mark.parametrize("release", api.DEFAULT_RELEASES, ids=lambda r: r[1])
+def test_build_engine_and_backend_with_real_bindings_but_no_gpu_exit_3(release, tmp_path):
+    """`import tensorrt` works (real bindings) but there is no GPU: stopped at the GPU check, nothing written."""
+    from test_engine_cli import tiny_fcn_onnx  # tests/ is on sys.path under pytest's default import mode
+
+    env = _real_bindings_env(release, tmp_path)
+    model = tiny_fcn_onnx(tmp_path / "m.onnx")
+    exe = str(Path(sys.executable).with_name("fcn-deploy"))
+    proc = subprocess.run(
+        [exe, "build-engine", str(model)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    expected = "no usable NVIDIA GPU" if importlib.util.find_spec("cuda") else "cuda-python"
+    assert expected in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "shim"]
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"plan")
+    probe = (
+        "import tensorrt, sys\n"
+        "from fcn_deploy.runtime.trt_backend import TrtBackend\n"
+        "from fcn_deploy.errors import MissingDependencyError\n"
+        "try:\n    TrtBackend(sys.argv[1])\n"
+        "except MissingDependencyError as e:\n    print(tensorrt.__version__, e.exit_code, e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(engine)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"{release[1].split('.post')[0]} 3 ")

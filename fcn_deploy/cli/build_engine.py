@@ -147,9 +147,9 @@ def command(
     missing = None
     try:
         trt_compat.import_tensorrt()
-        from fcn_deploy.runtime.cuda_rt import cudart
+        from fcn_deploy.runtime.cuda_rt import device_info
 
-        cudart()
+        device_info(0)  # cuda-python present and a GPU visible (else exit 3, as for TensorRT)
     except MissingDependencyError as e:
         missing = e
     if missing is not None and not (lower and keep_onnx):

@@ -13,9 +13,15 @@ import numpy as np
 
 from fcn_deploy.errors import FcnDeployError, MissingDependencyError
 
+NO_GPU_CODES = (35, 100)  # cudaErrorInsufficientDriver, cudaErrorNoDevice
+
 
 class CudaError(FcnDeployError):
-    """A CUDA runtime call failed (no driver, no device, out of memory...)."""
+    """A CUDA runtime call failed (out of memory, bad launch...)."""
+
+
+class NoGpuError(MissingDependencyError):
+    """No NVIDIA driver or GPU here: like a missing TensorRT, exit code 3."""
 
 
 def cudart() -> Any:
@@ -36,8 +42,13 @@ def call(name: str, *args: Any) -> Any:
     err, values = (result[0], result[1:]) if isinstance(result, tuple) else (result, ())
     if err != rt.cudaError_t.cudaSuccess:
         code = int(err)
-        hint = " (no usable NVIDIA driver/GPU on this machine)" if code in (35, 100) else ""
-        raise CudaError(f"CUDA call {name} failed: {getattr(err, 'name', err)} ({code}){hint}")
+        what = f"CUDA call {name} failed: {getattr(err, 'name', err)} ({code})"
+        if code in NO_GPU_CODES:
+            raise NoGpuError(
+                f"no usable NVIDIA GPU or driver on this machine ({what}); run on a desktop/server with an "
+                "NVIDIA GPU and driver, or on a Jetson"
+            )
+        raise CudaError(what)
     if not values:
         return None
     return values[0] if len(values) == 1 else values
