@@ -1,0 +1,212 @@
+"""`fcn-deploy train`: train an FCN on a dataset, writing OUTPUT/last.pt, OUTPUT/best.pt and OUTPUT/log.jsonl."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+VARIANT_CHOICES = ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]
+DATASET_CHOICES = ["voc", "cityscapes", "camvid", "folder", "synthetic"]
+# Options that only say where or how fast to run; they may change between a run and its --resume.
+RUNTIME_OPTIONS = {"output", "resume", "workers", "device", "max_minutes", "progress"}
+
+
+@click.command("train")
+@click.option("--variant", type=click.Choice(VARIANT_CHOICES), default="fcn8s", show_default=True)
+@click.option("--dataset", type=click.Choice(DATASET_CHOICES), required=True)
+@click.option(
+    "--data-root", type=click.Path(file_okay=False), help="Dataset folder (not needed for synthetic)."
+)
+@click.option("--width", type=float, default=1.0, show_default=True, help="Trunk channel multiplier.")
+@click.option(
+    "--padding",
+    type=click.Choice(["paper", "same"]),
+    default="same",
+    show_default=True,
+    help="paper: the 100-pixel input pad of Long et al.; same: no pad, cheaper, edge-friendly.",
+)
+@click.option(
+    "--batch-norm", is_flag=True, help="Batch norm after every trunk convolution (from-scratch training)."
+)
+@click.option("--epochs", type=int, default=50, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--crop", help="Training crop HxW (random, ignore-padded); default: whole images.")
+@click.option(
+    "--resize",
+    help="Network resolution HxW for training and validation (predictions are scored at "
+    "the labels' own size); default: native size.",
+)
+@click.option(
+    "--scale-range",
+    type=float,
+    nargs=2,
+    default=(1.0, 1.0),
+    show_default=True,
+    help="Random scale LO HI before cropping.",
+)
+@click.option("--no-hflip", is_flag=True, help="Disable random horizontal flips.")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adamw"]),
+    default="adamw",
+    show_default=True,
+    help="sgd: the paper's recipe (for --backbone-weights); adamw: from-scratch CPU training.",
+)
+@click.option(
+    "--lr",
+    type=float,
+    help="Learning rate [default: adamw 3e-3; sgd the reference solvers' "
+    "1e-10/1e-12/1e-14/1e-10 for fcn32s/16s/8s/8s-atonce with the sum loss, x2e5 with the mean loss].",
+)
+@click.option("--weight-decay", type=float, help="[default: adamw 1e-4, sgd 5e-4]; never applied to biases.")
+@click.option("--momentum", type=float, default=0.99, show_default=True, help="SGD momentum.")
+@click.option(
+    "--schedule",
+    type=click.Choice(["fixed", "poly", "cosine"]),
+    help="Learning-rate schedule per step [default: sgd fixed, adamw cosine].",
+)
+@click.option(
+    "--loss-reduction",
+    type=click.Choice(["sum", "mean"]),
+    help="Cross-entropy over pixels [default: sgd sum (paper), adamw mean].",
+)
+@click.option("--accumulate", type=int, default=1, show_default=True, help="Batches per optimiser step.")
+@click.option(
+    "--normalization",
+    type=click.Choice(["imagenet", "caffe"]),
+    default="imagenet",
+    show_default=True,
+    help="Input normalisation stored in the model card (caffe: BGR 0-255 minus the paper's mean).",
+)
+@click.option(
+    "--backbone-weights", type=click.Path(dir_okay=False), help="torchvision VGG16 state dict for the trunk."
+)
+@click.option(
+    "--init-from",
+    type=click.Path(dir_okay=False),
+    help="Checkpoint to start from (staged training: fcn32s -> fcn16s -> fcn8s).",
+)
+@click.option(
+    "--num-classes", type=int, help="Classes of the synthetic dataset (incl. background) [default: 4]."
+)
+@click.option("--synthetic-size", help="Image size HxW of the synthetic dataset [default: 64x64].")
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--val-split", default="val", show_default=True)
+@click.option(
+    "--val-every", type=int, default=1, show_default=True, help="Validate every N epochs (and at the end)."
+)
+@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--no-amp", is_flag=True, help="No mixed precision on CUDA (never used on CPU anyway).")
+@click.option("--output", type=click.Path(file_okay=False), default="runs/train", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last.pt (same config).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option(
+    "--max-minutes", type=float, help="Stop after the epoch that passes this wall time (resumable)."
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bars [default: when stderr is a terminal]."
+)
+def command(**opts) -> None:
+    """Train an FCN; writes OUTPUT/last.pt each epoch, OUTPUT/best.pt on the best val mean IoU, OUTPUT/log.jsonl."""
+    from fcn_deploy.errors import FcnDeployError
+    from fcn_deploy.shapes import parse_hw
+
+    ctx = click.get_current_context()
+    if opts["dataset"] != "synthetic" and (opts["num_classes"] is not None or opts["synthetic_size"]):
+        raise FcnDeployError(
+            "--num-classes and --synthetic-size apply to --dataset synthetic only (other "
+            "datasets define their classes); drop them"
+        )
+    dataset_options = {}
+    if opts["num_classes"] is not None:
+        dataset_options["num_classes"] = opts["num_classes"]
+    if opts["synthetic_size"]:
+        dataset_options["size"] = list(parse_hw(opts["synthetic_size"], "--synthetic-size"))
+    sgd = opts["optimizer"] == "sgd"
+    fields = dict(
+        variant=opts["variant"],
+        width=opts["width"],
+        padding=opts["padding"],
+        batch_norm=opts["batch_norm"],
+        dataset=opts["dataset"],
+        data_root=opts["data_root"],
+        dataset_options=dataset_options,
+        train_split=opts["train_split"],
+        val_split=opts["val_split"],
+        epochs=opts["epochs"],
+        batch_size=opts["batch_size"],
+        crop=parse_hw(opts["crop"], "--crop") if opts["crop"] else None,
+        resize=parse_hw(opts["resize"], "--resize") if opts["resize"] else None,
+        scale_range=tuple(opts["scale_range"]),
+        hflip=not opts["no_hflip"],
+        optimizer=opts["optimizer"],
+        lr=opts["lr"],
+        weight_decay=opts["weight_decay"],
+        momentum=opts["momentum"],
+        schedule=opts["schedule"] or ("fixed" if sgd else "cosine"),
+        loss_reduction=opts["loss_reduction"] or ("sum" if sgd else "mean"),
+        accumulate=opts["accumulate"],
+        normalization=opts["normalization"],
+        backbone_weights=opts["backbone_weights"],
+        init_from=opts["init_from"],
+        seed=opts["seed"],
+        val_every=opts["val_every"],
+        amp=not opts["no_amp"],
+    )
+    from training.trainer import TrainConfig, resume_config, train
+
+    if opts["resume"]:
+        cfg = resume_config(opts["output"])[0]
+        _check_resume_options(ctx, cfg, opts["output"])
+    else:
+        cfg = TrainConfig(**fields)
+    summary = train(
+        cfg,
+        opts["output"],
+        resume=opts["resume"],
+        device=opts["device"],
+        workers=opts["workers"],
+        max_minutes=opts["max_minutes"],
+        progress=opts["progress"],
+        echo=lambda s: click.echo(s, err=True),
+    )
+    click.echo(json.dumps(summary))
+
+
+def _check_resume_options(ctx: click.Context, stored, output: str) -> None:
+    """--resume reuses the stored config; an option given on the command line must agree with it."""
+    from fcn_deploy.errors import FcnDeployError
+
+    fresh = dict(ctx.params)
+    explicit = [
+        name
+        for name in fresh
+        if name not in RUNTIME_OPTIONS
+        and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    # Compare through a config built from the stored one plus the explicit options.
+    stored_d = stored.to_dict()
+    direct = {"crop", "resize"}
+    conflicts = []
+    for name in explicit:
+        value = fresh[name]
+        key = {"no_hflip": "hflip", "no_amp": "amp"}.get(name, name)
+        if key not in stored_d:
+            continue
+        if name in ("no_hflip", "no_amp"):
+            value = not value
+        elif name in direct and value is not None:
+            from fcn_deploy.shapes import parse_hw
+
+            value = list(parse_hw(value, f"--{name}"))
+        elif name == "scale_range":
+            value = list(value)
+        if value != stored_d[key]:
+            conflicts.append(f"--{name.replace('_', '-')} {fresh[name]} (the run has {stored_d[key]})")
+    if conflicts:
+        raise FcnDeployError(
+            f"--resume continues the run in {output} with its stored settings, but {'; '.join(conflicts)}; "
+            "drop those options or train into a new --output"
+        )

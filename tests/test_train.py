@@ -1,0 +1,187 @@
+"""Training library: loss, parameter groups, schedules, checkpoints, exact resume, evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.modelcard import ModelCard, Normalization
+from training.checkpoint import load_checkpoint, model_from_checkpoint
+from training.config import ModelConfig
+from training.datasets import build_dataset
+from training.evaluation import evaluate_model
+from training.fcn import build_model
+from training.loss import segmentation_loss
+from training.optim import PAPER_LR_SUM, build_optimizer, default_lr, param_groups, schedule_factor
+from training.trainer import TrainConfig, remove_stale_temps, resume_config, train
+
+TINY = dict(
+    variant="fcn8s", width=0.0625, dataset="synthetic",
+    dataset_options={"num_classes": 3, "size": [32, 32], "length": 8}, batch_size=4,
+)  # fmt: skip
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+# --- loss -------------------------------------------------------------------------------------------------
+def test_loss_sum_and_mean_skip_ignored_pixels():
+    logits = torch.zeros(2, 3, 2, 2)  # uniform: every valid pixel costs log(3)
+    target = torch.tensor([[[0, 1], [2, 255]], [[255, 255], [255, 1]]])
+    valid = 4
+    assert segmentation_loss(logits, target, 255, "sum").item() == pytest.approx(valid * math.log(3) / 2)
+    assert segmentation_loss(logits, target, 255, "mean").item() == pytest.approx(math.log(3))
+
+
+def test_loss_all_ignored_is_zero_not_nan():
+    loss = segmentation_loss(torch.randn(1, 3, 4, 4), torch.full((1, 4, 4), 255), 255, "mean")
+    assert loss.item() == 0.0
+
+
+def test_loss_no_ignore_label_counts_every_pixel():
+    loss = segmentation_loss(torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, dtype=torch.long), None, "sum")
+    assert loss.item() == pytest.approx(4 * math.log(2))
+
+
+# --- optimiser ----------------------------------------------------------------------------------------------
+def test_param_groups_follow_caffe_lr_mult_and_decay_mult():
+    model = build_model(ModelConfig("fcn8s", 5, 0.0625, "same", batch_norm=True))
+    weights, biases = param_groups(model, 1e-3, 5e-4)
+    assert weights["lr"] == 1e-3 and weights["weight_decay"] == 5e-4
+    assert biases["lr"] == 2e-3 and biases["weight_decay"] == 0.0
+    grouped = {id(p) for g in (weights, biases) for p in g["params"]}
+    for _, deconv in model.upsamplers():  # frozen bilinear kernels are not optimised at all
+        assert id(deconv.weight) not in grouped
+    assert id(model.conv1_1.bias) in {id(p) for p in biases["params"]}
+    assert id(model.bn1_1.weight) in {id(p) for p in biases["params"]}  # no decay on BN scales
+    learned = {id(p) for p in model.parameters() if p.requires_grad}
+    assert grouped == learned
+
+
+def test_sgd_paper_defaults():
+    model = build_model(ModelConfig("fcn32s", 3, 0.0625, "same"))
+    assert default_lr("sgd", "fcn8s", "sum") == PAPER_LR_SUM["fcn8s"] == 1e-14
+    assert default_lr("sgd", "fcn32s", "sum") == 1e-10
+    opt = build_optimizer("sgd", model, 1e-10, 5e-4)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.99
+    with pytest.raises(FcnDeployError, match="--lr"):
+        build_optimizer("adamw", model, 0.0, 0.0)
+
+
+def test_schedules():
+    assert schedule_factor("fixed", 50, 100) == 1.0
+    assert schedule_factor("poly", 0, 100) == 1.0 and schedule_factor("poly", 100, 100) == 0.0
+    assert schedule_factor("cosine", 50, 100) == pytest.approx(0.5)
+    assert schedule_factor("cosine", 100, 100) == pytest.approx(0.0)
+    with pytest.raises(FcnDeployError, match="schedule"):
+        schedule_factor("step", 1, 10)
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(FcnDeployError, match="--epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(FcnDeployError, match="normalisation"):
+        TrainConfig(normalization="zscore")
+    cfg = TrainConfig(crop=(32, 48), scale_range=(0.5, 2.0))
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# --- the loop ---------------------------------------------------------------------------------------------
+def test_train_writes_checkpoints_log_and_card(tmp_path):
+    cfg = TrainConfig(**TINY, epochs=2, normalization="caffe")
+    summary = train(cfg, tmp_path, echo=quiet)
+    assert summary["epochs_done"] == 2 and summary["best_epoch"] in (1, 2)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2]
+    for e in log:
+        assert e["loss"] > 0 and e["lr"] > 0 and e["seconds"] > 0
+        assert 0 <= e["val"]["mean_iou"] <= 1 and set(e["val"]["per_class_iou"]) == {
+            "background",
+            "disc",
+            "box",
+        }
+
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)  # plain data only
+    assert ckpt["epoch"] == 2 and ckpt["train_config"]["epochs"] == 2 and "optimizer" in ckpt
+    model, card, best = model_from_checkpoint(tmp_path / "best.pt")
+    assert best["best_miou"] == pytest.approx(summary["best_mean_iou"])
+    assert card.class_names == ("background", "disc", "box") and card.training_dataset == "synthetic"
+    assert card.normalization == Normalization.preset("caffe") and card.training_resolution == (32, 32)
+    assert card.palette == build_dataset("synthetic", num_classes=3).palette
+    assert card.width == 0.0625 and card.padding == "same" and card.checkpoint_sha256
+    assert ModelCard.from_dict(card.to_dict()) == card
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = TrainConfig(**TINY, epochs=3, scale_range=(0.75, 1.25), crop=(24, 24))
+    straight = tmp_path / "straight"
+    train(cfg, straight, echo=quiet)
+
+    parts = tmp_path / "parts"
+    first = train(cfg, parts, max_minutes=0, echo=quiet)  # stops after epoch 1, like a crash after saving
+    assert first["stopped_early"] and first["epochs_done"] == 1
+    stored, _ = resume_config(parts)
+    assert stored == cfg
+    train(stored, parts, resume=True, echo=quiet)
+
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(parts / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"]
+    log = [json.loads(line)["epoch"] for line in (parts / "log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3]
+
+
+def test_resume_without_last_checkpoint_is_a_user_error(tmp_path):
+    with pytest.raises(FcnDeployError, match="nothing to resume"):
+        resume_config(tmp_path)
+
+
+def test_stale_temp_files_are_removed(tmp_path):
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half")
+    (tmp_path / "keep.tmp").write_bytes(b"not ours")
+    removed = remove_stale_temps(tmp_path)
+    assert [p.name for p in removed] == [".last.pt.abc123.tmp"] and (tmp_path / "keep.tmp").exists()
+
+
+def test_init_from_staged_and_wrong_variant(tmp_path):
+    src = tmp_path / "fcn16s"
+    train(TrainConfig(**{**TINY, "variant": "fcn16s"}, epochs=1), src, echo=quiet)
+    staged = TrainConfig(**TINY, epochs=1, init_from=str(src / "last.pt"))
+    train(staged, tmp_path / "fcn8s", echo=quiet)
+    wrong = TrainConfig(**{**TINY, "variant": "fcn32s"}, epochs=1, init_from=str(src / "last.pt"))
+    with pytest.raises(FcnDeployError, match="fcn16s checkpoint"):
+        train(wrong, tmp_path / "fcn32s", echo=quiet)
+
+
+def test_evaluate_model_perfect_predictor_scores_one():
+    ds = build_dataset("synthetic", split="val", num_classes=3, size=(32, 32), length=3)
+
+    class Oracle(torch.nn.Module):
+        """Logits that reproduce the labels of the image it is given (looked up by pixel content)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.lookup = {}
+            norm = Normalization.preset("imagenet")
+            from fcn_deploy.preprocess import preprocess
+
+            for i in range(len(ds)):
+                image, labels = ds[i]
+                self.lookup[preprocess(image, norm).tobytes()] = torch.from_numpy(labels.astype("int64"))
+
+        def forward(self, x):
+            labels = self.lookup[x.numpy().tobytes()]
+            return torch.nn.functional.one_hot(labels, 3).permute(2, 0, 1)[None].float()
+
+    m = evaluate_model(Oracle(), ds, Normalization.preset("imagenet"))
+    assert m["num_images"] == 3
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"):
+        assert m[key] == pytest.approx(1.0)
