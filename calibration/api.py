@@ -49,6 +49,7 @@ class QuantizeConfig:
     seed: int = 0
     eval_images: int | None = 50  # held-out images for the summary (None = all)
     latency_runs: int = 5
+    latency_shape: tuple[int, int] | None = None  # default: the first held-out image at the first calib shape
     fp16_max_activation: float = fp16.DATA_MAX
 
 
@@ -216,7 +217,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         out_name = labels_output([(o.name, o.kind) for o in card.outputs]) if card else None
         summary = compare(
             str(cfg.model), data, held_out, norm, input_name, out_name, shapes[0],
-            latency_runs=cfg.latency_runs, class_names=card.class_names if card else None,
+            latency_runs=cfg.latency_runs, latency_shape=cfg.latency_shape, class_names=card.class_names if card else None,
         )
     summary = {"model": str(output), "parent": str(cfg.model), "held_out": held_out is not calib_images,
                "cache_hit": cached is not None, **provenance, **summary}

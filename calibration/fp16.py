@@ -49,11 +49,15 @@ def convert(model: Any, keep_fp32: Sequence[str]) -> Any:
         raise MissingDependencyError(
             "FP16 lowering needs onnxconverter-common: pip install onnxconverter-common"
         ) from None
+    import warnings
+
     import onnx
 
-    converted = float16.convert_float_to_float16(
-        model, keep_io_types=True, node_block_list=list(keep_fp32), max_finite_val=FP16_MAX
-    )
+    with warnings.catch_warnings():  # one warning per tiny weight flushed to FP16's smallest normal value
+        warnings.simplefilter("ignore", UserWarning)
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, node_block_list=list(keep_fp32), max_finite_val=FP16_MAX
+        )
     return onnx.shape_inference.infer_shapes(converted)
 
 

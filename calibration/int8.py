@@ -70,6 +70,7 @@ def output_producers(model: Any) -> list[str]:
 def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclude_nodes: Sequence[str]) -> Any:
     """Insert Q/DQ into `model` (an ONNX ModelProto with inferred shapes) and return the quantized ModelProto."""
     import numpy as np
+    import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
@@ -101,8 +102,10 @@ def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclud
         extra,
     )
     quantizer.quantize_model()
+    quantizer.model.topological_sort()  # the quantizer appends Q/DQ out of order; parsers and checker need order
     out = quantizer.model.model
     _check_outputs_float(out)
+    onnx.checker.check_model(out)
     return out
 
 

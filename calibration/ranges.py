@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from fcn_deploy.errors import FcnDeployError
+
 METHODS = ("entropy", "percentile", "minmax")
 NUM_BINS = 2048
 NUM_LEVELS = 128  # positive int8 levels: what the entropy threshold is optimised for
@@ -56,7 +58,7 @@ class _AbsHistogram:
             return
         lo, hi = float(x.min()), float(x.max())
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError("non-finite activation")
+            raise FloatingPointError("inf/NaN activation")
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         amax = max(abs(lo), abs(hi))
         if amax > self.limit:
@@ -156,7 +158,13 @@ def collect_ranges(
     for feed in _one_at_a_time(feeds):
         values = session.run(list(tensors), feed)
         for name, value in zip(tensors, values, strict=True):
-            hists[name].add(value)
+            try:
+                hists[name].add(value)
+            except FloatingPointError:
+                raise FcnDeployError(
+                    f"tensor {name!r} is inf/NaN on a calibration image in the FP32 model itself; "
+                    "check the model and the preprocessing (--mean/--std)"
+                ) from None
         seen += 1
     if seen == 0:
         raise ValueError("no calibration feeds")

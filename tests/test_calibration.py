@@ -102,6 +102,7 @@ def test_int8_tensorrt_symmetric_per_channel_qdq_on_every_conv_input(setup):
     result = quantize(cfg(model_path, calib, method="minmax"))
     assert result.output == model_path.with_name("m.int8.onnx") and result.output.is_file()
     q = onnx.load(str(result.output))
+    onnx.checker.check_model(q)  # topologically sorted, valid: what TensorRT's parser needs
     inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
     # every zero point of every Q/DQ is 0 and int8
     for node in nodes_of(q, "QuantizeLinear") + nodes_of(q, "DequantizeLinear"):
@@ -315,3 +316,58 @@ def test_multiple_calibration_shapes(setup, tmp_path):
     model_path, calib = setup
     result = quantize(cfg(model_path, calib, calib_shapes=((32, 48), (16, 24)), output=tmp_path / "s.onnx"))
     assert result.summary["shapes"] == [[32, 48], [16, 24]]
+
+
+def test_dataset_source_with_masks_reports_miou(tmp_path):
+    model_path = tiny_fcn(tmp_path / "m4.onnx", num_classes=4)
+    result = quantize(QuantizeConfig(model=model_path, precision="int8", calib_dataset="synthetic:train",
+                                     num_images=6, eval_images=4, latency_runs=1, calib_shapes=((64, 64),)))
+    s = result.summary
+    assert s["num_images"] == 6 and s["eval_images"] == 4 and s["eval_source"] == "synthetic:val"
+    assert s["held_out"] and s["calibration_source"].startswith("synthetic:train")
+    for key in ("miou_fp32", "miou_lowered"):
+        assert 0.0 <= s[key] <= 1.0
+    assert s["miou_delta"] == pytest.approx(s["miou_lowered"] - s["miou_fp32"])
+
+
+def test_video_source(tmp_path):
+    import cv2
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        writer.write((rng.random((32, 48, 3)) * 255).astype(np.uint8))
+    writer.release()
+    model_path = tiny_fcn(tmp_path / "m.onnx")
+    result = quantize(QuantizeConfig(model=model_path, precision="int8", calib_video=path, num_images=5,
+                                     eval_images=3, latency_runs=1))
+    assert result.summary["num_images"] == 5 and result.summary["eval_images"] == 3
+    assert result.summary["calibration_source"].startswith("video:")
+
+
+def test_range_methods_on_streamed_histogram():
+    rng = np.random.default_rng(0)
+    hist = ranges._AbsHistogram()
+    chunks = [rng.standard_normal(20000).astype(np.float32) * s for s in (0.5, 1.0, 2.0)]
+    chunks.append(np.array([40.0], np.float32))  # one outlier grows the range by whole factors
+    for c in chunks:
+        hist.add(c)
+    assert hist.counts.sum() == sum(c.size for c in chunks)
+    assert hist.max == 40.0 and hist.limit >= 40.0
+    t_min, t_pct, t_ent = (hist.threshold(m) for m in ("minmax", "percentile", "entropy"))
+    assert t_min == 40.0
+    assert 2.0 < t_pct < 40.0  # the outlier is clipped, the bulk (|x| up to ~8) is kept
+    assert 1.0 < t_ent < 40.0
+
+
+def test_collect_ranges_streams_one_feed_at_a_time(setup):
+    model_path, _ = setup
+    m = onnx.load(str(model_path))
+    m = onnx.shape_inference.infer_shapes(m)
+    tensors = ranges.calibration_tensors(m, ["Conv"])
+    assert "image" in tensors and "r2" in tensors and "c1.w" not in tensors
+    feeds = ({"image": np.full((1, 3, 16, 16), v, np.float32)} for v in (1.0, -3.0))
+    got = ranges.collect_ranges(model_path, feeds, ["image"], "minmax")
+    assert got["image"] == ranges.TensorRange(-3.0, 1.0, 3.0)
+    assert got["image"].asymmetric() == (-3.0, 1.0) and got["image"].symmetric() == (-3.0, 3.0)

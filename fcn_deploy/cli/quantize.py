@@ -1,0 +1,88 @@
+"""`fcn-deploy quantize`: lower an FP32 ONNX to INT8 (explicit Q/DQ) or FP16, calibrated on real images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
+    from fcn_deploy.errors import FcnDeployError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise FcnDeployError(f"{what} {text!r}: expected three comma-separated numbers, e.g. 0.485,0.456,0.406")
+    return values  # type: ignore[return-value]
+
+
+@click.command("quantize")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--int8", "precision", flag_value="int8", help="INT8 with explicit Q/DQ nodes.")
+@click.option("--fp16", "precision", flag_value="fp16", help="FP16 mixed precision (I/O stays FP32).")
+@click.option("--calib-data", type=click.Path(path_type=Path), help="Folder of calibration images.")
+@click.option("--calib-dataset", help="Dataset split for calibration, e.g. camvid or camvid:train.")
+@click.option("--data-root", type=click.Path(path_type=Path), help="Where --calib-dataset lives.")
+@click.option("--calib-video", type=click.Path(path_type=Path), help="Video whose frames calibrate.")
+@click.option("--num-images", type=int, default=300, show_default=True, help="Calibration images (seeded pick).")
+@click.option("--method", type=click.Choice(["entropy", "percentile", "minmax"]), default="entropy",
+              show_default=True, help="INT8 activation range: KL-optimal clip, 99.99th percentile, or max |x|.")
+@click.option("--calib-shapes", help="HxW[,HxW...] to calibrate at (default: the model card's opt shape).")
+@click.option("--target", type=click.Choice(["tensorrt", "onnxruntime"]), default="tensorrt", show_default=True,
+              help="INT8 flavour: TensorRT's symmetric Q/DQ, or ORT CPU's fast uint8/int8 kernels.")
+@click.option("--exclude", multiple=True, help="Node name or op type kept in FP32 (repeatable).")
+@click.option("--cache", type=click.Path(path_type=Path), help="Calibration cache file (reused when it matches).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Default: MODEL.int8.onnx / MODEL.fp16.onnx.")
+@click.option("--mean", help="For an ONNX without model card: RGB mean in pixel/255 units, e.g. 0.485,0.456,0.406.")
+@click.option("--std", help="For an ONNX without model card: RGB std in pixel/255 units.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image selection.")
+@click.option("--eval-images", type=int, default=50, show_default=True, help="Held-out images for the summary.")
+@click.option("--fp16-max-activation", type=float, default=512.0, show_default=True,
+              help="FP16: nodes whose activations exceed this on calibration images stay FP32.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def command(model, precision, calib_data, calib_dataset, data_root, calib_video, num_images, method, calib_shapes,
+            target, exclude, cache, output, mean, std, seed, eval_images, fp16_max_activation, as_json) -> None:
+    """Lower MODEL.onnx to INT8 or FP16, calibrated on real images, and write a JSON summary beside it."""
+    from fcn_deploy.errors import FcnDeployError
+    from fcn_deploy.shapes import parse_hw_list
+
+    if precision is None:
+        raise FcnDeployError("choose a precision: --int8 or --fp16")
+    from calibration.api import QuantizeConfig, quantize
+
+    cfg = QuantizeConfig(
+        model=model, precision=precision, output=output, target=target, calib_data=calib_data,
+        calib_dataset=calib_dataset, data_root=data_root, calib_video=calib_video, num_images=num_images,
+        method=method, calib_shapes=tuple(parse_hw_list(calib_shapes, "--calib-shapes")) if calib_shapes else None,
+        exclude=tuple(exclude), cache=cache, mean=_triple(mean, "--mean"), std=_triple(std, "--std"), seed=seed,
+        eval_images=eval_images, fp16_max_activation=fp16_max_activation,
+    )
+    result = quantize(cfg)
+    s = result.summary
+    if as_json:
+        click.echo(json.dumps(s))
+        return
+    click.echo(f"wrote {result.output} ({s['precision']}"
+               + (f", target {s['target']}, {s['method']}" if s["precision"] == "int8" else "") + ")")
+    click.echo(f"  calibration  {s['num_images']} images from {s['calibration_source']}"
+               + (f" ({s['skipped_images']} corrupt skipped)" if s["skipped_images"] else "")
+               + (" [cache hit]" if result.cache_hit else ""))
+    if s.get("kept_fp32_nodes"):
+        click.echo(f"  kept FP32    {', '.join(s['kept_fp32_nodes'])}")
+    if "pixel_agreement" in s:
+        where = "held-out" if s["held_out"] else "calibration (no held-out images)"
+        click.echo(f"  agreement    {100 * s['pixel_agreement']:.2f}% of pixels vs FP32 on {s['eval_images']} "
+                   f"{where} images")
+    if "miou_fp32" in s:
+        click.echo(f"  mean IoU     FP32 {100 * s['miou_fp32']:.2f}  {s['precision'].upper()} "
+                   f"{100 * s['miou_lowered']:.2f}  ({100 * s['miou_delta']:+.2f})")
+    if "latency_ratio" in s:
+        click.echo(f"  ORT CPU      {s['latency_ms_lowered']:.1f} ms vs {s['latency_ms_fp32']:.1f} ms FP32 "
+                   f"(x{s['latency_ratio']:.2f})")
+    click.echo(f"  summary      {result.summary_path}")
