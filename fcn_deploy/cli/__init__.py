@@ -19,6 +19,8 @@ COMMANDS = {
     "model-info": "fcn_deploy.cli.model_info:command",
     "export": "fcn_deploy.cli.export:command",
     "build-engine": "fcn_deploy.cli.build_engine:command",
+    "train": "fcn_deploy.cli.train:command",
+    "evaluate": "fcn_deploy.cli.evaluate:command",
     "profile": "fcn_deploy.cli.profile:command",
 }
 
