@@ -18,6 +18,7 @@ from fcn_deploy.errors import FcnDeployError
 COMMANDS = {
     "model-info": "fcn_deploy.cli.model_info:command",
     "export": "fcn_deploy.cli.export:command",
+    "quantize": "fcn_deploy.cli.quantize:command",
     "build-engine": "fcn_deploy.cli.build_engine:command",
     "train": "fcn_deploy.cli.train:command",
     "evaluate": "fcn_deploy.cli.evaluate:command",
