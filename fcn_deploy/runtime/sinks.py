@@ -1,0 +1,200 @@
+"""Where rendered frames go: a window, a video file, a folder of images, raw label PNGs.
+
+Files appear only complete: images via fcn_deploy.atomic; a video is written to a temp file beside the target
+and moved into place by `close()`, which the pipeline calls on every exit path, Ctrl-C included, so an
+interrupted run leaves a playable video of the frames processed so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fcn_deploy.atomic import write_bytes
+from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.runtime.sources import Frame, _cv2
+
+log = logging.getLogger(__name__)
+
+VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+IMAGE_OUTPUTS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _writable_dir(path: Path, what: str) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise FcnDeployError(
+            f"{path}: cannot write {what} here ({e.strerror}); choose a writable path"
+        ) from None
+    return path
+
+
+class Sink:
+    def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finalise; called exactly once on every exit path."""
+
+
+class VideoSink(Sink):
+    """fps may be a callable, read at the first frame: a live source knows its rate only once connected."""
+
+    def __init__(self, path: str | Path, fps: float | Callable[[], float]) -> None:
+        self.path = Path(path)
+        codec = VIDEO_CODECS.get(self.path.suffix.lower())
+        if codec is None:
+            raise FcnDeployError(f"{self.path}: unknown video type; use .mp4, .avi, .mkv or .mov")
+        if self.path.is_dir():
+            raise FcnDeployError(f"{self.path}: is a folder; give a video file name such as out.mp4")
+        parent = _writable_dir(self.path.parent if str(self.path.parent) else Path("."), "the video")
+        self.codec, self.fps = codec, fps
+        # Keep the suffix: OpenCV picks the container from it.
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}")
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self._writer = None
+        self.frames = 0
+
+    def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
+        cv2 = _cv2()
+        h, w = image.shape[:2]
+        if self._writer is None:
+            self.size = (w, h)
+            fps = float(self.fps() if callable(self.fps) else self.fps)
+            self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.codec), fps, (w, h))
+            if not self._writer.isOpened():
+                raise FcnDeployError(
+                    f"{self.path}: OpenCV cannot write {self.codec} video; try an .avi output"
+                )
+        if (w, h) != self.size:  # frames of a folder differ in size; a video has one
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(np.ascontiguousarray(image[:, :, ::-1]))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self.frames == 0:
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp.unlink()
+            return
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+        log.info("wrote %s (%d frames)", self.path, self.frames)
+
+
+class ImageFolderSink(Sink):
+    """One image per frame, named after the frame (file stem for image sources)."""
+
+    def __init__(self, folder: str | Path, suffix: str = ".png") -> None:
+        self.folder = _writable_dir(Path(folder), "images")
+        self.suffix = suffix
+
+    def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
+        cv2 = _cv2()
+        ok, data = cv2.imencode(self.suffix, np.ascontiguousarray(image[:, :, ::-1]))
+        if not ok:
+            raise FcnDeployError(f"{self.folder}: cannot encode {self.suffix} images")
+        write_bytes(self.folder / f"{frame.name}{self.suffix}", data.tobytes())
+
+
+class ImageFileSink(Sink):
+    """A single output image (for a single-image source)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        _writable_dir(self.path.parent if str(self.path.parent) else Path("."), "the image")
+        self.written = False
+
+    def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
+        if self.written:
+            raise FcnDeployError(
+                f"{self.path}: one output image for several frames; give a folder or a video"
+            )
+        cv2 = _cv2()
+        ok, data = cv2.imencode(self.path.suffix, np.ascontiguousarray(image[:, :, ::-1]))
+        if not ok:
+            raise FcnDeployError(f"{self.path}: cannot encode this image type; use .png or .jpg")
+        write_bytes(self.path, data.tobytes())
+        self.written = True
+
+
+class LabelSink(Sink):
+    """Raw class indices as PNG (8-bit up to 256 classes, else 16-bit), at the frame's resolution."""
+
+    def __init__(self, folder: str | Path, num_classes: int) -> None:
+        self.folder = _writable_dir(Path(folder), "label images")
+        self.dtype = np.uint8 if num_classes <= 256 else np.uint16
+
+    def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
+        cv2 = _cv2()
+        ok, data = cv2.imencode(".png", np.ascontiguousarray(labels.astype(self.dtype)))
+        if not ok:
+            raise FcnDeployError(f"{self.folder}: cannot encode label PNGs")
+        write_bytes(self.folder / f"{frame.name}.png", data.tobytes())
+
+
+def display_available() -> bool:
+    """OpenCV built with a GUI backend and (on Linux) a display server to show it on."""
+    cv2 = _cv2()
+    gui = next((ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("GUI:")), "")
+    if not gui or "NONE" in gui.upper():
+        return False
+    if os.name == "posix" and os.uname().sysname == "Linux":
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+class DisplaySink(Sink):
+    """An OpenCV window; `q` or Esc in it stops the run (sets `quit_requested`)."""
+
+    def __init__(self, title: str = "fcn-deploy") -> None:
+        if not display_available():
+            raise FcnDeployError(
+                "--display: no display here (OpenCV without GUI, or DISPLAY unset); use --headless with --output"
+            )
+        self.title = title
+        self.quit_requested = False
+
+    def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
+        cv2 = _cv2()
+        cv2.imshow(self.title, np.ascontiguousarray(image[:, :, ::-1]))
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self.quit_requested = True
+
+    def close(self) -> None:
+        cv2 = _cv2()
+        with contextlib.suppress(Exception):  # the window may already be gone
+            cv2.destroyWindow(self.title)
+
+
+def output_sink(path: str | Path, fps: float | Callable[[], float], single_image: bool) -> Sink:
+    """--output PATH: a video by suffix, an image file (single-image sources), else a folder of images."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in VIDEO_CODECS:
+        return VideoSink(p, fps)
+    if suffix in IMAGE_OUTPUTS:
+        if not single_image:
+            raise FcnDeployError(
+                f"--output {p}: one image file for many frames; give a folder or a .mp4/.avi"
+            )
+        return ImageFileSink(p)
+    if suffix and not p.is_dir():
+        raise FcnDeployError(
+            f"--output {p}: unknown type {suffix!r}; use .mp4/.avi/.mkv, .png/.jpg or a folder"
+        )
+    return ImageFolderSink(p)

@@ -1,0 +1,131 @@
+"""The threaded pipeline on real files and a real paced live source: counts, exact colours, drops, no model run
+on a missing frame."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+from PIL import Image
+from test_runtime_helpers import PALETTE, colour_image, count_video_frames, make_channel_model, write_video
+from test_runtime_sources import PacedReader, live
+
+from fcn_deploy.runtime.backend import Backend
+from fcn_deploy.runtime.ort_backend import OrtBackend
+from fcn_deploy.runtime.pipeline import LatestQueue, Pipeline, model_input_hw
+from fcn_deploy.runtime.sinks import ImageFolderSink, LabelSink, VideoSink
+from fcn_deploy.runtime.sources import open_source
+from fcn_deploy.runtime.visualize import Visualizer, VisualizeSpec
+
+
+def make_pipeline(model, source, sinks, mode="overlay", alpha=1.0, **kw):
+    backend = model if isinstance(model, Backend) else OrtBackend(model)
+    vis = Visualizer(backend.card, VisualizeSpec.parse(mode, backend.card, alpha))
+    return Pipeline(source, backend, vis, sinks, **kw)
+
+
+def colour_folder(folder, sizes):
+    folder.mkdir()
+    truth = {}
+    for i, (h, w) in enumerate(sizes):
+        image, labels = colour_image(h, w, i)
+        Image.fromarray(image).save(folder / f"img{i}.png")
+        truth[f"img{i}"] = labels
+    return truth
+
+
+def test_video_to_video_keeps_every_frame(tmp_path):
+    write_video(tmp_path / "in.avi", 25)
+    src = open_source(str(tmp_path / "in.avi"))
+    sink = VideoSink(tmp_path / "out.mp4", src.fps)
+    stats = make_pipeline(make_channel_model(tmp_path / "m.onnx"), src, [sink]).run()
+    assert stats.frames == 25 and stats.dropped == 0
+    assert count_video_frames(tmp_path / "out.mp4") == 25
+    assert not list(tmp_path.glob(".*tmp*"))  # the temp file was moved into place
+    assert all(len(stats.stage_ms[s]) == 25 for s in ("capture", "pre", "infer", "post", "draw", "write"))
+
+
+def test_overlay_pixels_carry_palette_colours_and_labels_round_trip(tmp_path):
+    truth = colour_folder(tmp_path / "in", [(30, 45), (48, 64), (21, 90)])
+    sinks = [ImageFolderSink(tmp_path / "vis"), LabelSink(tmp_path / "labels", 3)]
+    model = make_channel_model(tmp_path / "m.onnx", ("logits",))  # scores only: argmax in the backend
+    stats = make_pipeline(model, open_source(str(tmp_path / "in")), sinks, native=True).run()
+    assert stats.frames == 3
+    for name, labels in truth.items():
+        saved = cv2.imread(str(tmp_path / "labels" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        assert saved.dtype == np.uint8
+        np.testing.assert_array_equal(saved, labels)
+        vis = np.asarray(Image.open(tmp_path / "vis" / f"{name}.png"))
+        for c, colour in enumerate(PALETTE):
+            assert (vis[labels == c] == colour).all()
+
+
+def test_resized_input_labels_come_back_at_frame_size(tmp_path):
+    truth = colour_folder(tmp_path / "in", [(60, 90)])
+    sinks = [LabelSink(tmp_path / "labels", 3)]
+    make_pipeline(make_channel_model(tmp_path / "m.onnx"), open_source(str(tmp_path / "in")), sinks,
+                  input_size=(20, 30)).run()  # fmt: skip
+    saved = cv2.imread(str(tmp_path / "labels" / "img0.png"), cv2.IMREAD_UNCHANGED)
+    assert saved.shape == (60, 90)
+    inner = np.r_[3:27, 33:57, 63:87]  # away from the band edges that the down-sampling blurs
+    np.testing.assert_array_equal(saved[:, inner], truth["img0"][:, inner])
+    assert set(np.unique(saved)) <= {0, 1, 2}  # nearest neighbour never invents a class
+
+
+def test_max_frames_and_input_size_rules(tmp_path):
+    write_video(tmp_path / "in.avi", 30)
+    stats = make_pipeline(make_channel_model(tmp_path / "m.onnx"), open_source(str(tmp_path / "in.avi")), [],
+                          max_frames=7).run()  # fmt: skip
+    assert stats.frames == 7
+    card = ((32, 32), (360, 480))
+    assert model_input_hw((720, 960), card, None, False, None) == (360, 480)
+    assert model_input_hw((720, 960), card, None, True, None) == (720, 960)
+    assert model_input_hw((16, 16), card, None, False, None) == (32, 32)
+    assert model_input_hw((720, 960), card, (100, 200), False, None) == (100, 200)
+    assert model_input_hw((720, 960), card, None, False, (64, 64)) == (64, 64)
+
+
+class RecordingSlowBackend(Backend):
+    """The real ORT backend behind a fixed delay (a model slower than the camera); records what it was fed."""
+
+    def __init__(self, inner: OrtBackend, delay_s: float):
+        self.inner, self.card, self.delay_s, self.name = inner, inner.card, delay_s, "slow-ort"
+        self.batches: list[np.ndarray] = []
+
+    def run(self, batch):
+        self.batches.append(batch)
+        time.sleep(self.delay_s)
+        return self.inner.run(batch)
+
+
+def test_live_source_with_slow_model_drops_stale_frames(tmp_path):
+    write_video(tmp_path / "v.avi", 20)
+    backend = RecordingSlowBackend(OrtBackend(make_channel_model(tmp_path / "m.onnx")), 0.04)
+    src = live(tmp_path / "v.avi", fps=100)
+    written = []
+    sink = LabelSink(tmp_path / "labels", 3)
+    stats = make_pipeline(backend, src, [sink], max_frames=12,
+                          on_frame=lambda f, o: written.append(f.index)).run()  # fmt: skip
+    assert stats.frames == 12
+    assert stats.dropped >= written[-1] - written[0] + 1 - len(written) > 0  # the camera outran the model
+    assert stats.latency_ms and max(stats.latency_ms) < 2000  # latency stays bounded: no backlog builds up
+    assert all(b.max() > 0.7 for b in backend.batches)  # every model input was a real (coloured) frame
+    assert written == sorted(written)
+
+
+def test_live_stall_never_runs_the_model_on_a_missing_frame(tmp_path):
+    write_video(tmp_path / "v.avi", 20)
+    backend = RecordingSlowBackend(OrtBackend(make_channel_model(tmp_path / "m.onnx")), 0.0)
+    src = live(tmp_path / "v.avi", fps=50, stall_at=4, fail_at=None, read_timeout_s=0.5)
+    stats = make_pipeline(backend, src, [], max_frames=10).run()
+    assert stats.frames == 10 and stats.timeouts == 1 and stats.reconnects == 1
+    assert PacedReader.connections == 2
+    assert len(backend.batches) >= 10 and all(b.max() > 0.7 for b in backend.batches)
+
+
+def test_latest_queue_replaces_and_counts():
+    q = LatestQueue()
+    for i in range(5):
+        q.put(i)
+    assert q.get() == 4 and q.dropped == 4
