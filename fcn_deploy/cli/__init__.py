@@ -22,6 +22,7 @@ COMMANDS = {
     "build-engine": "fcn_deploy.cli.build_engine:command",
     "train": "fcn_deploy.cli.train:command",
     "evaluate": "fcn_deploy.cli.evaluate:command",
+    "infer": "fcn_deploy.cli.infer:command",
     "profile": "fcn_deploy.cli.profile:command",
 }
 
