@@ -24,6 +24,7 @@ COMMANDS = {
     "evaluate": "fcn_deploy.cli.evaluate:command",
     "infer": "fcn_deploy.cli.infer:command",
     "profile": "fcn_deploy.cli.profile:command",
+    "report": "fcn_deploy.cli.report:command",
 }
 
 

@@ -1,0 +1,46 @@
+"""`fcn-deploy report`: accuracy vs latency of every backend x precision x size on the same labelled images."""
+
+from __future__ import annotations
+
+import click
+
+DATASET_CHOICES = ["voc", "cityscapes", "camvid", "folder", "synthetic"]
+
+
+@click.command("report")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Training checkpoint (.pt): exported for you; "
+              "also gives the PyTorch eager reference row.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="FP32 ONNX from `fcn-deploy export`.")
+@click.option("--dataset", type=click.Choice(DATASET_CHOICES), required=True)
+@click.option("--data-root", type=click.Path(file_okay=False), help="Dataset folder (not needed for synthetic).")
+@click.option("--split", default="val", show_default=True)
+@click.option("--max-images", type=int, help="Evaluate the first N images of the split.")
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True)
+@click.option("--backends", default="auto", show_default=True,
+              help="auto, or a list of torch,onnxruntime,tensorrt; TensorRT rows are skipped with a reason when "
+              "TensorRT or a GPU is missing.")
+@click.option("--sizes", help="Network input sizes HxW,... [default: the model card's opt shape].")
+@click.option("--calib-images", type=int, default=100, show_default=True,
+              help="Calibration images for INT8/FP16 (from the train split).")
+@click.option("--latency-s", type=float, default=2.0, show_default=True, help="Timing seconds per row.")
+@click.option("--output", type=click.Path(), default="report", show_default=True, help="Report directory.")
+def command(checkpoint, onnx_path, dataset, data_root, split, max_images, precisions, backends, sizes,
+            calib_images, latency_s, output) -> None:
+    """Build what is missing (export, FP16/INT8, engines), evaluate each row, write report.md/json/csv and plots."""
+    from pathlib import Path
+
+    from fcn_deploy.report.run import ReportConfig, build_report
+    from fcn_deploy.report.write import markdown_table
+    from fcn_deploy.shapes import parse_hw_list
+
+    cfg = ReportConfig(
+        output=Path(output), dataset=dataset, checkpoint=Path(checkpoint) if checkpoint else None,
+        onnx=Path(onnx_path) if onnx_path else None, data_root=data_root, split=split, max_images=max_images,
+        precisions=tuple(precisions.split(",")), backends=tuple(backends.split(",")),
+        sizes=tuple(parse_hw_list(sizes, "--sizes")) if sizes else None, calib_images=calib_images,
+        latency_duration_s=latency_s,
+    )
+    result = build_report(cfg)
+    click.echo(markdown_table(result.rows))
+    click.echo(f"\nreport: {result.output / 'report.md'} (also report.json, report.csv, pareto.png, per_class.png, "
+               "samples/)")

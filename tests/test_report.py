@@ -1,0 +1,243 @@
+"""`fcn-deploy report` on a tiny synthetic set: every file, the JSON row contract, skipped rows with reasons,
+metrics that match an independent evaluation, reuse of built models, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from fcn_deploy.cli import main
+from fcn_deploy.modelcard import ModelCard
+from fcn_deploy.report.plots import pareto_front
+from fcn_deploy.report.run import ReportConfig, build_report
+from fcn_deploy.report.samples import pick_images
+from fcn_deploy.report.write import make_row, sort_rows
+
+REQUIRED = ("backend", "precision", "size", "status", "mean_iou", "pixel_accuracy", "agreement_with_fp32",
+            "latency_ms_median", "latency_ms_p95", "model_bytes")
+SIZE = (32, 32)
+SYNTHETIC = {"num_classes": 4, "size": list(SIZE), "length": 4}
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def tiny_checkpoint(path: Path) -> Path:
+    """An untrained width-1/16 FCN-8s saved the way training saves it (its card says: synthetic, 4 classes)."""
+    import torch
+
+    from training.checkpoint import save_checkpoint
+    from training.config import ModelConfig
+    from training.datasets import build_dataset
+    from training.fcn import build_model
+
+    ds = build_dataset("synthetic", None, "train", **SYNTHETIC)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("fcn8s", 4, width=0.0625, padding="same"))
+    card = ModelCard.default(
+        "fcn8s", 4, class_names=ds.class_names, palette=ds.palette, width=0.0625, padding="same",
+        opt_shape=SIZE, training_dataset="synthetic", training_resolution=SIZE,
+        provenance={"train_config": {"dataset": "synthetic", "dataset_options": SYNTHETIC}},
+    )
+    save_checkpoint(path, model, card)
+    return path
+
+
+def fast(**kw) -> ReportConfig:
+    return ReportConfig(calib_images=4, latency_warmup_s=0.0, latency_duration_s=0.0, latency_iterations=5,
+                        num_samples=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    ckpt = tiny_checkpoint(root / "tiny.pt")
+    lines: list[str] = []
+    result = build_report(fast(output=root / "out", dataset="synthetic", checkpoint=ckpt), echo=lines.append)
+    return result, ckpt, lines
+
+
+def test_writes_every_file(built):
+    result, _, lines = built
+    out = result.output
+    for name in ("report.md", "report.json", "report.csv", "pareto.png", "per_class.png", "models/model.onnx",
+                 "models/model.int8.onnx", "models/model.fp16.onnx"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for png in ("pareto.png", "per_class.png", *[f"samples/{p.name}" for p in (out / "samples").glob("*.png")]):
+        with Image.open(out / png) as im:
+            assert im.format == "PNG" and im.width > 100
+    samples = sorted((out / "samples").glob("*.png"))
+    assert samples and "most_disagreement" in samples[0].name
+    with Image.open(samples[0]) as im:  # input | ground truth | FP32 | FP16 | INT8, each at least 128 px
+        assert im.width >= 5 * 128
+    assert not list(out.rglob(".*.tmp")), "temp files left behind"
+    assert any("[1/3]" in s for s in lines) and any("[3/3]" in s for s in lines)
+
+
+def test_json_rows_carry_the_contract(built):
+    result, _, _ = built
+    doc = json.loads((result.output / "report.json").read_text())
+    rows = doc["rows"]
+    combos = {(r["backend"], r["precision"]) for r in rows}
+    assert combos == {(b, p) for b in ("torch", "onnxruntime", "tensorrt") for p in ("fp32", "fp16", "int8")}
+    for r in rows:
+        assert set(REQUIRED) <= set(r), r
+        assert r["size"] == "32x32" and r["status"] in ("ok", "skipped", "failed")
+        if r["status"] == "ok":
+            for key in ("mean_iou", "pixel_accuracy", "agreement_with_fp32"):
+                assert 0.0 <= r[key] <= 1.0
+            assert 0 < r["latency_ms_median"] <= r["latency_ms_p95"]
+            assert r["model_bytes"] > 0 and set(r["per_class_iou"]) == set(doc["meta"]["class_names"])
+            assert r["fw_iou"] is not None and r["mean_accuracy"] is not None
+        else:
+            assert r["reason"], f"{r['backend']} {r['precision']} is {r['status']} without a reason"
+    ok = {(r["backend"], r["precision"]): r for r in rows if r["status"] == "ok"}
+    assert {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")} <= set(ok)
+    assert ok[("onnxruntime", "fp32")]["agreement_with_fp32"] == 1.0
+    assert ok[("torch", "fp32")]["agreement_with_fp32"] > 0.999  # same weights, another runtime
+    assert ok[("onnxruntime", "int8")]["model_bytes"] < 0.5 * ok[("onnxruntime", "fp32")]["model_bytes"]
+    measured = [r["latency_ms_median"] for r in rows if r["status"] == "ok"]
+    assert measured == sorted(measured) and rows[: len(measured)] == [r for r in rows if r["status"] == "ok"]
+    assert doc["meta"]["num_images"] == 4 and doc["meta"]["environment"]["cpu_model"]
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here: its rows are measured, not skipped")
+def test_tensorrt_rows_are_skipped_with_the_reason(built):
+    result, _, _ = built
+    trt = [r for r in result.rows if r["backend"] == "tensorrt"]
+    assert len(trt) == 3
+    assert all(r["status"] == "skipped" and r["reason"] == "TensorRT not installed" for r in trt)
+    md = (result.output / "report.md").read_text()
+    assert md.count("skipped: TensorRT not installed") == 3
+
+
+def test_markdown_and_csv_match_json(built):
+    result, _, _ = built
+    out = result.output
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    with open(out / "report.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows)
+    assert [(t["backend"], t["precision"]) for t in table] == [(r["backend"], r["precision"]) for r in rows]
+    assert "iou_background" in table[0]
+    md = (out / "report.md").read_text()
+    assert "| backend | precision | size | status |" in md and "Per-class IoU" in md
+    body = [line for line in md.splitlines() if line.startswith("| onnxruntime") or line.startswith("| torch")]
+    first_ok = next(r for r in rows if r["status"] == "ok")
+    assert body[0].startswith(f"| {first_ok['backend']} | {first_ok['precision']} |")
+
+
+def test_metrics_match_an_independent_evaluation(built):
+    """Run the FP32 ONNX through ONNX Runtime and the metric module by hand: the report row must agree."""
+    from fcn_deploy.preprocess import preprocess
+    from fcn_deploy.runtime.ort_backend import OrtBackend
+    from training.datasets import build_dataset
+    from training.metrics import ConfusionMatrix
+
+    result, _, _ = built
+    ds = build_dataset("synthetic", None, "val", **SYNTHETIC)
+    cm = ConfusionMatrix(ds.num_classes, ds.ignore_index)
+    with OrtBackend(result.output / "models" / "model.onnx") as backend:
+        for i in range(len(ds)):
+            image, labels = ds[i]
+            cm.update(labels, backend.run(preprocess(image, backend.card.normalization))["labels"][0])
+    expected = cm.compute(ds.class_names)
+    row = next(r for r in result.rows if (r["backend"], r["precision"]) == ("onnxruntime", "fp32"))
+    assert row["mean_iou"] == pytest.approx(expected["mean_iou"])
+    assert row["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"])
+
+
+def test_existing_models_are_reused(built):
+    result, ckpt, _ = built
+    models = result.output / "models"
+    before = {p.name: p.stat().st_mtime_ns for p in models.glob("*.onnx")}
+    lines: list[str] = []
+    again = build_report(
+        fast(output=result.output, dataset="synthetic", checkpoint=ckpt, precisions=("fp32", "int8"),
+             backends=("onnxruntime",), max_images=2),
+        echo=lines.append,
+    )
+    after = {p.name: p.stat().st_mtime_ns for p in models.glob("*.onnx")}
+    assert before == after
+    assert sum("reusing" in s for s in lines) == 2
+    assert [(r["backend"], r["precision"], r["status"]) for r in sorted(again.rows, key=lambda r: r["precision"])] \
+        == [("onnxruntime", "fp32", "ok"), ("onnxruntime", "int8", "ok")]
+
+
+def test_onnx_input_without_checkpoint(built, tmp_path):
+    result, _, _ = built
+    doc = build_report(fast(output=tmp_path / "r", dataset="synthetic", onnx=result.output / "models" / "model.onnx",
+                            precisions=("fp32",), backends=("torch", "onnxruntime"), max_images=2), echo=lambda s: None)
+    by = {r["backend"]: r for r in doc.rows}
+    assert by["onnxruntime"]["status"] == "ok"
+    assert by["torch"]["status"] == "skipped" and "--checkpoint" in by["torch"]["reason"]
+
+
+def test_sort_pick_and_front_helpers():
+    rows = [make_row("tensorrt", "int8", "8x8", "skipped", "TensorRT not installed"),
+            make_row("onnxruntime", "fp32", "8x8", latency_ms_median=3.0),
+            make_row("onnxruntime", "int8", "8x8", latency_ms_median=1.0)]
+    assert [r["precision"] for r in sort_rows(rows)] == ["int8", "fp32", "int8"]
+    assert pick_images([0.99, 0.5, 0.9, 1.0, 0.95]) == [(1, "most disagreement"), (4, "median agreement"), (0, "first")]
+    assert pareto_front([(1.0, 50.0), (2.0, 60.0), (3.0, 55.0), (0.5, 40.0)]) == [3, 0, 1]
+
+
+# --- bad input: one line, no traceback, nothing written -------------------------------------------------------
+def _invoke(args):
+    return CliRunner().invoke(main, ["report", *args])
+
+
+def _assert_one_line_error(r, message):
+    assert r.exit_code != 0, r.output
+    assert "Traceback" not in r.output and message in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--backends", "cuda"], "--backends 'cuda': unknown"),
+        (["--precisions", "fp32,int4"], "--precisions 'int4': unknown"),
+        (["--backends", "auto,torch"], "cannot be combined"),
+        (["--sizes", "4000x4000"], "outside the profile"),
+        (["--max-images", "0"], "at least 1"),
+    ],
+)
+def test_bad_options(built, tmp_path, extra, message):
+    result, _, _ = built
+    out = tmp_path / "never"
+    r = _invoke(["--onnx", str(result.output / "models" / "model.onnx"), "--dataset", "synthetic",
+                 "--output", str(out), *extra])
+    _assert_one_line_error(r, message)
+    assert not out.exists()
+
+
+def test_output_that_is_a_file(built, tmp_path):
+    result, ckpt, _ = built
+    target = tmp_path / "report.txt"
+    target.write_text("keep me")
+    r = _invoke(["--checkpoint", str(ckpt), "--dataset", "synthetic", "--output", str(target)])
+    _assert_one_line_error(r, "is a file, not a directory")
+    assert target.read_text() == "keep me"
+
+
+def test_dataset_without_masks(built, tmp_path):
+    result, ckpt, _ = built
+    root = tmp_path / "data"
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "classes.txt").write_text("background\ndisc\nbox\ntriangle\n")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "val" / "images" / "a.png")
+    out = tmp_path / "never"
+    r = _invoke(["--checkpoint", str(ckpt), "--dataset", "folder", "--data-root", str(root), "--output", str(out)])
+    _assert_one_line_error(r, "has no masks")
+    assert not out.exists()
+
+
+def test_needs_exactly_one_model(tmp_path):
+    r = _invoke(["--dataset", "synthetic", "--output", str(tmp_path / "x")])
+    _assert_one_line_error(r, "exactly one model")
