@@ -25,6 +25,7 @@ COMMANDS = {
     "infer": "fcn_deploy.cli.infer:command",
     "profile": "fcn_deploy.cli.profile:command",
     "report": "fcn_deploy.cli.report:command",
+    "demo": "fcn_deploy.cli.demo:command",
 }
 
 
