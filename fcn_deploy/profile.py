@@ -6,7 +6,8 @@ coefficient of variation, with trtexec's warning above 2.5% (unstable clocks, ot
 
 A backend that can time its own stages exposes `timed_run(batch) -> (outputs, {"h2d_ms", "compute_ms",
 "d2h_ms", "enqueue_ms"})` (CUDA events; the TensorRT backend); profile then reports each stage like trtexec's "H2D Latency",
-"GPU Compute Time", "D2H Latency" and "Enqueue Time". Per-layer times come from `layer_times(batch, iterations)
+"GPU Compute Time", "D2H Latency" and "Enqueue Time"; a backend that only records `last_gpu_ms` after each run
+(CUDA events around the whole enqueue, as the TensorRT backend does) gets "GPU Time". Per-layer times come from `layer_times(batch, iterations)
 -> [{"name", "ms"}]` when asked for and offered. Torch-free: it runs on the deploy side.
 """
 
@@ -29,7 +30,9 @@ from fcn_deploy.shapes import format_hw
 
 CV_WARNING_PCT = 2.5  # trtexec's threshold for "the results may be unstable"
 MIN_ITERATIONS = 10  # trtexec's --iterations default: a duration-bound run still takes at least this many
-STAGE_KEYS = ("h2d_ms", "compute_ms", "d2h_ms", "enqueue_ms")
+STAGE_KEYS = ("h2d_ms", "compute_ms", "d2h_ms", "enqueue_ms", "gpu_ms")
+STAGE_NAMES = {"enqueue_ms": "Enqueue Time", "h2d_ms": "H2D Latency", "compute_ms": "GPU Compute Time",
+               "d2h_ms": "D2H Latency", "gpu_ms": "GPU Time (H2D + compute + D2H)"}
 LIBRARIES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "cuda-python", "opencv-python-headless")
 
 
@@ -178,15 +181,21 @@ class ProfileResult:
         return self.iterations / self.total_s if self.total_s > 0 else 0.0
 
     @property
+    def stability_cv_pct(self) -> float:
+        """trtexec judges stability on GPU compute time; without a GPU, on the latency."""
+        for key in ("compute_ms", "gpu_ms"):
+            if key in self.stages_ms:
+                return self.stages_ms[key]["cv_pct"]
+        return self.latency_ms["cv_pct"]
+
+    @property
     def unstable(self) -> bool:
-        key = "compute_ms" if "compute_ms" in self.stages_ms else None  # trtexec judges GPU compute time
-        cv = self.stages_ms[key]["cv_pct"] if key else self.latency_ms["cv_pct"]
-        return cv > CV_WARNING_PCT
+        return self.stability_cv_pct > CV_WARNING_PCT
 
     def warnings(self) -> list[str]:
         out = []
         if self.unstable:
-            cv = self.stages_ms.get("compute_ms", self.latency_ms)["cv_pct"]
+            cv = self.stability_cv_pct
             out.append(
                 f"coefficient of variation {cv:.1f}% is above {CV_WARNING_PCT}%: the timings may be unstable "
                 "(other load on the machine, frequency scaling, thermal throttling); lock clocks or rerun"
@@ -222,14 +231,12 @@ class ProfileResult:
             f"Throughput: {self.throughput_qps:.3f} qps ({self.throughput_qps * self.batch:.3f} images/s)",
             _stat_line("Latency", lat),
         ]
-        names = {"enqueue_ms": "Enqueue Time", "h2d_ms": "H2D Latency", "compute_ms": "GPU Compute Time",
-                 "d2h_ms": "D2H Latency"}
-        lines += [_stat_line(names[k], self.stages_ms[k]) for k in STAGE_KEYS if k in self.stages_ms]
+        lines += [_stat_line(STAGE_NAMES[k], self.stages_ms[k]) for k in STAGE_KEYS if k in self.stages_ms]
         lines.append(
             f"Total Host Walltime: {self.total_s:.3f} s for {self.iterations} iterations "
             f"(after {self.warmup['iterations']} warm-up runs in {self.warmup['seconds']:.3f} s)"
         )
-        lines.append(f"Coefficient of variance: {self.stages_ms.get('compute_ms', lat)['cv_pct']:.2f} %")
+        lines.append(f"Coefficient of variance: {self.stability_cv_pct:.2f} %")
         if self.layers:
             lines.append("Per-layer time (ms, mean per run):")
             lines += [f"  {row['ms']:10.4f}  {row['name']}" for row in self.layers]
@@ -276,6 +283,8 @@ def profile_backend(
             for key, ms in out[1].items():
                 if key in STAGE_KEYS:
                     stages.setdefault(key, []).append(float(ms))
+        elif getattr(backend, "last_gpu_ms", None) is not None:
+            stages.setdefault("gpu_ms", []).append(float(backend.last_gpu_ms))
         if progress is not None:
             progress(len(latencies))
         if config.iterations is not None:

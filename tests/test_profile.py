@@ -194,3 +194,24 @@ def test_cli_bad_input_is_one_line(model_path, tmp_path, args, message):
 def test_cli_missing_model(tmp_path):
     r = CliRunner().invoke(main, ["profile", str(tmp_path / "nope.onnx")])
     assert r.exit_code == 1 and "no such model file" in r.output and "Traceback" not in r.output
+
+
+class GpuTimedOrt(OrtBackend):
+    """ORT recording `last_gpu_ms` after each run, the attribute the TensorRT backend fills from CUDA events."""
+
+    last_gpu_ms = None
+
+    def run(self, batch):
+        t = time.perf_counter()
+        out = super().run(batch)
+        self.last_gpu_ms = (time.perf_counter() - t) * 1e3
+        return out
+
+
+def test_last_gpu_ms_becomes_a_gpu_time_stage(model_path):
+    with GpuTimedOrt(model_path) as backend:
+        result = profile_backend(backend, ProfileConfig(iterations=10, warmup_s=0))
+    assert set(result.stages_ms) == {"gpu_ms"}
+    assert result.stages_ms["gpu_ms"]["median"] <= result.latency_ms["max"]
+    assert result.stability_cv_pct == result.stages_ms["gpu_ms"]["cv_pct"]
+    assert "GPU Time (H2D + compute + D2H)" in result.summary()
