@@ -221,7 +221,7 @@ def from_dataset(
                     yield Sample(d.image_id(i), item[0], item[1] if d.has_masks else None)
         return read
 
-    calib = ImageSet(f"{name}:{split}@{Path(root).resolve() if root else ''}", tuple(i for i, _ in parts),
+    calib = ImageSet(f"{name}:{split}" + (f"@{Path(root).resolve()}" if root else ""), tuple(i for i, _ in parts),
                      _fingerprint(parts), skipped, *masks, _read=reader(ds, picked))
     held_split = OTHER_SPLIT.get(split)
     try:

@@ -101,6 +101,7 @@ def _entropy_bins(hist: np.ndarray) -> int:
     if last <= NUM_LEVELS:
         return last  # fewer occupied bins than levels: nothing to clip
     hist = hist.astype(np.float64)
+    hist[0] = hist[1]  # the spike of exact zeros after a ReLU would otherwise decide the clip (pytorch-quantization)
     best, best_i = math.inf, last
     for i in range(NUM_LEVELS, last + 1):
         sliced = hist[:i]

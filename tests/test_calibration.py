@@ -361,6 +361,15 @@ def test_range_methods_on_streamed_histogram():
     assert 1.0 < t_ent < 40.0
 
 
+def test_entropy_does_not_collapse_on_relu_outputs():
+    rng = np.random.default_rng(1)
+    relu = np.maximum(rng.standard_normal(200000).astype(np.float32) * 10, 0)  # half exact zeros
+    hist = ranges._AbsHistogram()
+    hist.add(relu)
+    # the zero spike must not drag the clip down to a fraction of the distribution
+    assert hist.threshold("entropy") > 0.8 * hist.threshold("percentile")
+
+
 def test_collect_ranges_streams_one_feed_at_a_time(setup):
     model_path, _ = setup
     m = onnx.load(str(model_path))
