@@ -9,6 +9,7 @@ entropy = the KL-divergence-optimal clipping of a 2048-bin |x| histogram into 12
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import numpy as np
 from fcn_deploy.errors import FcnDeployError
 
 METHODS = ("entropy", "percentile", "minmax")
+log = logging.getLogger(__name__)
+
 NUM_BINS = 2048
 NUM_LEVELS = 128  # positive int8 levels: what the entropy threshold is optimised for
 PERCENTILE = 99.99
@@ -167,6 +170,8 @@ def collect_ranges(
                     "check the model and the preprocessing (--mean/--std)"
                 ) from None
         seen += 1
+        if seen % 100 == 0:
+            log.info("  calibration: %d feeds done", seen)
     if seen == 0:
         raise ValueError("no calibration feeds")
     return {

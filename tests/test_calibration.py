@@ -380,3 +380,29 @@ def test_collect_ranges_streams_one_feed_at_a_time(setup):
     got = ranges.collect_ranges(model_path, feeds, ["image"], "minmax")
     assert got["image"] == ranges.TensorRange(-3.0, 1.0, 3.0)
     assert got["image"].asymmetric() == (-3.0, 1.0) and got["image"].symmetric() == (-3.0, 3.0)
+
+
+def test_reader_streams_and_uses_card_normalisation(tmp_path):
+    from calibration.reader import ImageReader
+    from fcn_deploy.modelcard import Normalization
+
+    folder = write_images(tmp_path / "imgs", 3, size=(20, 30))
+    images, _ = from_folder(folder, 3, 0, None)
+    norm = Normalization.preset("caffe")
+    reader = ImageReader(images, norm, "image", [(16, 24), None])
+    first = reader.get_next()
+    assert reader.images_read == 1  # nothing read ahead
+    assert first["image"].shape == (1, 3, 16, 24) and first["image"].dtype == np.float32
+    assert reader.get_next()["image"].shape == (1, 3, 20, 30)  # None = the image's own size
+    feeds = 2
+    while reader.get_next() is not None:
+        feeds += 1
+    assert feeds == 6 and reader.images_read == 3
+    # the caffe card: BGR, 0-255, mean subtracted
+    from calibration.images import read_image
+
+    img = read_image(folder / f"{images.ids[0]}")
+    expected = img[:, :, ::-1].astype(np.float32) - np.array(norm.mean, np.float32)
+    reader.rewind()
+    reader.get_next()
+    np.testing.assert_allclose(reader.get_next()["image"][0].transpose(1, 2, 0), expected, atol=1e-4)
