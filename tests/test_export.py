@@ -172,6 +172,15 @@ def test_static_export_fixes_every_axis(tmp_path) -> None:
     assert session(path).run(None, {"image": np.zeros((1, 3, 40, 56), np.float32)})[0].shape == (1, 40, 56)
 
 
+def test_batch_only_dynamic_fixes_height_and_width(tmp_path) -> None:
+    model, card = small(padding="same")
+    path, report = export(tmp_path, "batch", model, card, dynamic=("batch",), head="logits")
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, *OPT]
+    assert report.card.min_shape == report.card.max_shape == OPT
+    assert [(r.size, r.batch) for r in report.parity] == [(OPT, 2)]
+
+
 class ShapeSwitchFCN(FCN):
     """A data-dependent branch that tracing bakes in: the exported graph diverges from PyTorch at other sizes."""
 
@@ -180,6 +189,7 @@ class ShapeSwitchFCN(FCN):
         return out + 1.0 if image.shape[2] > 40 else out
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the baked-in branch is the point of this test
 def test_failed_parity_leaves_no_file(tmp_path) -> None:
     model = ShapeSwitchFCN(ModelConfig("fcn8s", 3, 0.0625, "same"))
     with pytest.raises(ExportValidationError, match="disagrees with PyTorch"):
@@ -203,6 +213,19 @@ def test_allow_list_rejects_other_ops() -> None:
         graph = onnx.helper.make_graph([node], "g", [x], [y])
         with pytest.raises(ExportValidationError, match=node.name):
             check_operators(onnx.helper.make_model(graph))
+
+
+def test_allow_list_requires_constant_axes() -> None:
+    """onnx-tensorrt needs Unsqueeze/Slice axes and Conv weights as initializers, not computed tensors."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])
+    axes = onnx.helper.make_tensor_value_info("axes", onnx.TensorProto.INT64, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    node = onnx.helper.make_node("Unsqueeze", ["x", "axes"], ["y"], name="unsq0")
+    model = onnx.helper.make_model(onnx.helper.make_graph([node], "g", [x, axes], [y]))
+    with pytest.raises(ExportValidationError, match="computed weight/axes/K input \\(unsq0\\)"):
+        check_operators(model)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([0], np.int64), "axes"))
+    assert check_operators(model) == {"Unsqueeze": 1}
 
 
 def test_checking_an_existing_file_needs_no_torch(labels_export) -> None:

@@ -1,9 +1,11 @@
 """What the exported graph returns: the FCN's logits wrapped into the output head a deployment wants.
 
 `labels` is the default: ArgMax inside the graph turns C float scores per pixel into one int32 class id, so a
-360x480 frame leaves the device as 0.7 MB instead of 14.5 MB (21 classes). int32, not uint8 or int64: TensorRT
-lowers ArgMax to TopK, whose index output is int32, so the Cast after ONNX's int64 ArgMax is free there, whereas a
-Cast to uint8 is an extra kernel and caps the class count at 256; int64 doubles the bytes for nothing.
+360x480 frame leaves the device as 0.7 MB instead of 14.5 MB of scores (21 classes). Why int32: TensorRT lowers
+ArgMax to TopK, whose indices are int32 (the 10.x parser casts them to int64 for ONNX's sake and our Cast takes
+them back, an element-wise pair at the end of the net); uint8 would be 4x smaller again, but TensorRT documents
+its UINT8 conversions for float/half tensors at the network boundary, not from integer indices, so it is a
+build risk on the oldest target (10.3) and caps the classes at 256; int64 doubles the bytes for nothing.
 """
 
 from __future__ import annotations

@@ -108,26 +108,29 @@ def card_shapes(card: ModelCard, options: ExportOptions) -> tuple[tuple[int, int
     """(min, opt, max) recommended input shapes for the card (and TensorRT's optimization profile)."""
     if options.static_shape:
         return (options.static_shape,) * 3
-    opt = options.opt_shape or card.training_resolution or DEFAULT_OPT
+    opt = tuple(options.opt_shape or card.training_resolution or DEFAULT_OPT)
     lo = options.min_shape or (min(DEFAULT_MIN[0], opt[0]), min(DEFAULT_MIN[1], opt[1]))
     hi = options.max_shape or (max(DEFAULT_MAX[0], _round32(opt[0])), max(DEFAULT_MAX[1], _round32(opt[1])))
+    # An axis left out of --dynamic is fixed at the trace (opt) size.
+    fixed = [axis not in options.dynamic for axis in ("height", "width")]
+    lo = tuple(o if f else v for o, v, f in zip(opt, lo, fixed, strict=True))
+    hi = tuple(o if f else v for o, v, f in zip(opt, hi, fixed, strict=True))
     if not (lo[0] <= opt[0] <= hi[0] and lo[1] <= opt[1] <= hi[1]):
         raise FcnDeployError(
             f"shapes must satisfy min <= opt <= max per axis, got min {format_hw(lo)}, opt {format_hw(opt)}, "
             f"max {format_hw(hi)}; adjust --min-shape/--input-size/--max-shape"
         )
-    return lo, tuple(opt), hi
+    return lo, opt, hi
 
 
 def default_check_sizes(shapes: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
-    """opt, half of opt and an odd size (333x517, or a smaller odd one for small opt shapes), all within max."""
+    """opt, half of opt and an odd size: 333x517 for full-size models, else one just off opt (e.g. 63x97)."""
     lo, opt, hi = shapes
     if lo == hi:
         return (opt,)
     half = (max(lo[0], (opt[0] + 1) // 2), max(lo[1], (opt[1] + 1) // 2))
-    odd = ODD_CHECK_SIZE
-    if odd[0] > hi[0] or odd[1] > hi[1] or opt[0] < 256:  # small models/tests: an odd size near opt instead
-        odd = (max(lo[0], opt[0] - 1) | 1, max(lo[1], opt[1] + 1 if opt[1] < hi[1] else opt[1] - 1) | 1)
+    odd = ODD_CHECK_SIZE if min(opt) >= 256 else ((opt[0] - 1) | 1, (opt[1] + 1) | 1)
+    odd = (min(max(lo[0], odd[0]), hi[0]), min(max(lo[1], odd[1]), hi[1]))
     return tuple(dict.fromkeys((opt, half, odd)))
 
 
@@ -189,7 +192,7 @@ def simplify(onnx_model: Any) -> Any:
 
 
 def export_onnx(model: FCN, card: ModelCard, output: str | Path, options: ExportOptions | None = None) -> ExportReport:
-    """Export, attach the card, validate on a temp file beside `output`, then move it into place.
+    """Export, attach the card, write to a temp file beside `output`, check those bytes, then move it into place.
 
     The model is put in eval mode and its at-once skip scales are folded in place (neither changes its outputs).
     Raises FcnDeployError (ExportValidationError for failed checks) with nothing written at `output`.
@@ -207,6 +210,17 @@ def export_onnx(model: FCN, card: ModelCard, output: str | Path, options: Export
     model.eval()
     model.fold_skip_scales()
     shapes = card_shapes(card, options)
+    sizes = list(options.check_sizes or default_check_sizes(shapes))
+    for size in sizes:  # a fixed axis only runs at its own size
+        if any(lo == hi != v for v, lo, hi in zip(size, shapes[0], shapes[2], strict=True)):
+            raise FcnDeployError(
+                f"--check-sizes {format_hw(size)}: this graph fixes the input at "
+                f"{format_hw(shapes[0])} on its non-dynamic axes; check at that size"
+            )
+    # Batch 2 at the cheapest size proves the batch axis is really dynamic.
+    batch_dynamic = not options.static_shape and "batch" in options.dynamic
+    smallest = min(range(len(sizes)), key=lambda i: sizes[i][0] * sizes[i][1])
+    batches = [2 if (batch_dynamic and i == smallest) else 1 for i in range(len(sizes))]
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -240,14 +254,6 @@ def export_onnx(model: FCN, card: ModelCard, output: str | Path, options: Export
     onnx_model.doc_string = f"{card.variant} FCN ({card.num_classes} classes), exported by fcn-deploy {__version__}"
     data = onnx_model.SerializeToString()
     del onnx_model
-
-    sizes = list(options.check_sizes or default_check_sizes(shapes))
-    if options.static_shape and any(tuple(s) != options.static_shape for s in sizes):
-        raise FcnDeployError(f"--check-sizes must equal --static {format_hw(options.static_shape)} for a static graph")
-    # Batch 2 at the cheapest size proves the batch axis is really dynamic.
-    batch_dynamic = not options.static_shape and "batch" in options.dynamic
-    smallest = min(range(len(sizes)), key=lambda i: sizes[i][0] * sizes[i][1])
-    batches = [2 if (batch_dynamic and i == smallest) else 1 for i in range(len(sizes))]
 
     @torch.no_grad()
     def reference(x):

@@ -22,7 +22,8 @@ import numpy as np
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.shapes import format_hw
 
-# Every op type our exports may contain; each is in onnx-tensorrt's operators.md for TensorRT 10.3.
+# Every op type our exports may contain; onnx-tensorrt's docs/operators.md lists each as supported since TensorRT
+# 8.4, so TensorRT 10.3 and later parse them all.
 ALLOWED_OPS = frozenset(
     {
         "Add", "ArgMax", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv",
@@ -30,6 +31,8 @@ ALLOWED_OPS = frozenset(
         "Resize", "Shape", "Slice", "Softmax", "Squeeze", "Sub", "TopK", "Transpose", "Unsqueeze",
     }
 )  # fmt: skip
+# onnx-tensorrt's restrictions: these inputs must be initializers (or Constant outputs) for the parser.
+CONSTANT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Slice": (3,), "Squeeze": (1,), "Unsqueeze": (1,), "TopK": (1,)}
 RESIZE_MODES = {"linear", "nearest"}
 RESIZE_COORDS = {"half_pixel", "align_corners", "asymmetric"}
 
@@ -62,13 +65,20 @@ class ParityResult:
 
 
 def check_operators(model: Any) -> collections.Counter:
-    """Raise unless every node is an allow-listed default-domain op (Resize in a supported mode). Op counts."""
+    """Raise unless every node is an allow-listed default-domain op, with the inputs TensorRT needs constant
+    constant and Resize in a mode it implements. Returns the op counts."""
     counts: collections.Counter = collections.Counter()
+    constants = {i.name for i in model.graph.initializer}
     bad = []
-    for node in model.graph.node:
+    for node in model.graph.node:  # topologically sorted (the checker ensures it)
         counts[node.op_type] += 1
+        # The TorchScript exporter shares equal weights through Identity nodes; the parser folds those.
+        if node.op_type == "Constant" or (node.op_type == "Identity" and node.input[0] in constants):
+            constants.update(node.output)
         if node.domain not in ("", "ai.onnx") or node.op_type not in ALLOWED_OPS:
             bad.append(f"{node.domain + '::' if node.domain else ''}{node.op_type} ({node.name})")
+        elif any(i < len(node.input) and node.input[i] not in constants for i in CONSTANT_INPUTS.get(node.op_type, ())):
+            bad.append(f"{node.op_type} with a computed weight/axes/K input ({node.name})")
         elif node.op_type == "Resize":
             attrs = {a.name: a.s.decode() for a in node.attribute if a.type == a.STRING}
             mode = attrs.get("mode", "nearest")
@@ -77,7 +87,7 @@ def check_operators(model: Any) -> collections.Counter:
                 bad.append(f"Resize mode={mode} coordinate_transformation_mode={coords} ({node.name})")
     if bad:
         raise ExportValidationError(
-            f"graph uses operators outside the TensorRT allow-list: {', '.join(bad[:5])}"
+            f"graph uses operators outside the TensorRT allow-list or its restrictions: {', '.join(bad[:5])}"
             f"{' ...' if len(bad) > 5 else ''}; see ALLOWED_OPS in fcn_deploy/export/validate.py"
         )
     return counts
