@@ -19,6 +19,7 @@ from PIL import Image
 from test_runtime_helpers import PALETTE, colour_image, count_video_frames, make_channel_model, write_video
 
 from fcn_deploy.cli import main
+from fcn_deploy.runtime.sinks import display_available
 from fcn_deploy.runtime.visualize import colormap, softmax
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,6 +155,8 @@ def test_bad_input_errors(tmp_path, model):
     one_line_error(infer(model, "--source", tmp_path / "in.avi", "--input-size", "9x"), "HEIGHTxWIDTH")
     one_line_error(infer(model, "--camera", "csi://0"), "GStreamer")
     one_line_error(infer(tmp_path / "m.xyz", "--source", tmp_path / "in.avi"), "no such model file")
+    if not display_available():
+        one_line_error(infer(model, "--source", tmp_path / "in.avi", "--display"), "no display here")
 
 
 def test_unwritable_output_fails_in_a_subprocess_too(tmp_path, model):
@@ -170,3 +173,22 @@ def test_unwritable_output_fails_in_a_subprocess_too(tmp_path, model):
         f"Error: {tmp_path / 'afile' / 'labels'}: cannot write label images here (Not a directory); "
         "choose a writable path"
     ]
+
+
+@pytest.mark.slow
+def test_real_exported_fcn8s_end_to_end(tmp_path):
+    """`fcn-deploy export` (narrow, untrained FCN-8s, labels + probs) -> `fcn-deploy infer` with a heat map."""
+    pytest.importorskip("torch")
+    model = tmp_path / "fcn8s.onnx"
+    r = CliRunner().invoke(main, ["export", "--variant", "fcn8s", "--width", "0.0625", "--padding", "same",
+                                  "--num-classes", "5", "--head", "labels+probs", "--input-size", "48x64",
+                                  "--min-shape", "32x32", "--check-sizes", "48x64", "--no-simplify", "-o", str(model)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    write_video(tmp_path / "in.avi", 6, size=(48, 64))
+    r = infer(model, "--source", tmp_path / "in.avi", "--output", tmp_path / "heat.avi", "--visualize",
+              "heatmap:class_1", "--save-labels", tmp_path / "labels", "--stats")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["frames"] == 6
+    assert count_video_frames(tmp_path / "heat.avi") == 6
+    labels = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((tmp_path / "labels").glob("*.png"))]
+    assert len(labels) == 6 and all(lab.shape == (48, 64) and lab.max() < 5 for lab in labels)
