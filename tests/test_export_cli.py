@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -61,6 +62,16 @@ def test_untrained_export_warns_loudly(tmp_path) -> None:
     assert "UNTRAINED" in result.stderr and out.is_file()
     assert "21x33 (batch 1)" in result.stdout and "9x9 (batch 2)" in result.stdout
     assert not ModelCard.from_onnx(load_onnx(out)).provenance["simplified"]
+
+
+def test_json_report_of_a_static_export(tmp_path) -> None:
+    out = tmp_path / "static.onnx"
+    result = run(*SMALL, "--static", "32x48", "--head", "logits", "--output", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["output"] == str(out) and report["sha256"] == sha256_file(out) and report["opset"] == 17
+    assert report["outputs"] == [{"name": "logits", "kind": "logits"}]
+    assert [(p["size"], p["batch"], p["passed"]) for p in report["parity"]] == [([32, 48], 1, True)]
 
 
 def _unsafe_pickle(path: Path, marker: Path) -> None:
