@@ -108,8 +108,10 @@ class PacedReader:
 
     connections = 0
 
-    def __init__(self, path, fps, stall_at=None, fail_at=None, stall_s=30.0, open_ok=lambda n: True):
-        self.path, self.period = str(path), 1.0 / fps
+    def __init__(
+        self, path, fps, stall_at=None, fail_at=None, stall_s=30.0, open_ok=lambda n: True, hang_open_s=0
+    ):
+        self.path, self.period, self.hang_open_s = str(path), 1.0 / fps, hang_open_s
         self.stall_at, self.fail_at, self.stall_s, self.open_ok = stall_at, fail_at, stall_s, open_ok
         self.released = threading.Event()
 
@@ -118,6 +120,7 @@ class PacedReader:
 
         type(self).connections += 1
         self.connection = type(self).connections
+        time.sleep(self.hang_open_s)  # an RTSP server that accepts the TCP connection and never answers
         if not self.open_ok(self.connection):
             raise ConnectionError("refused")
         self.cap = cv2.VideoCapture(self.path)
@@ -145,11 +148,11 @@ class PacedReader:
 
 def live(path, **reader_kw):
     PacedReader.connections = 0
-    kw = {
-        k: reader_kw.pop(k) for k in list(reader_kw) if k in ("read_timeout_s", "max_reconnects", "backoff_s")
-    }
+    names = ("read_timeout_s", "max_reconnects", "backoff_s", "open_timeout_s")
+    kw = {k: reader_kw.pop(k) for k in list(reader_kw) if k in names}
     kw.setdefault("backoff_s", 0.05)
-    return LiveSource(lambda: PacedReader(path, **reader_kw), "test camera", open_timeout_s=2.0, **kw)
+    kw.setdefault("open_timeout_s", 2.0)
+    return LiveSource(lambda: PacedReader(path, **reader_kw), "test camera", **kw)
 
 
 def assert_real(frame):
@@ -223,3 +226,12 @@ def test_first_frame_must_arrive(tmp_path):
     src = live(tmp_path / "v.avi", fps=100, stall_at=0, read_timeout_s=0.3)
     with pytest.raises(FcnDeployError, match="delivered no frame within 0.3 s"):
         list(src)
+
+
+def test_open_that_hangs_times_out(tmp_path):
+    write_video(tmp_path / "v.avi", 5)
+    src = live(tmp_path / "v.avi", fps=100, hang_open_s=20, open_timeout_s=0.3)
+    t0 = time.monotonic()
+    with pytest.raises(FcnDeployError, match="could not open test camera"):
+        list(src)
+    assert time.monotonic() - t0 < 5 and src.timeouts == 1

@@ -116,6 +116,8 @@ class Pipeline:
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._q_cap: Any = LatestQueue() if source.live else queue.Queue(queue_size)
+        if source.live:
+            queue_size = 1  # every queued frame ages by one inference: keep live latency near the minimum
         self._q_pre: queue.Queue = queue.Queue(queue_size)
         self._q_inf: queue.Queue = queue.Queue(queue_size)
         self._q_out: queue.Queue = queue.Queue(queue_size)

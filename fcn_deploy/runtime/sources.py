@@ -308,7 +308,8 @@ class LiveSource(Source):
             reader.close()
 
     def _open(self) -> FrameReader | None:
-        """Open a reader within open_timeout_s; a reader that opens too late is closed by its own thread."""
+        """Open a reader within open_timeout_s. A reader that opens too late is closed (by whichever side sees
+        the other's flag; close() is idempotent), never used."""
         box: dict[str, object] = {}
         done = threading.Event()
         abandoned = threading.Event()
@@ -317,18 +318,19 @@ class LiveSource(Source):
             reader = self.make_reader()
             try:
                 reader.open()
-            except Exception as e:
+                box["reader"] = reader
+            except Exception as e:  # any driver/network failure is a failed attempt
                 box["error"] = e
-                return
             finally:
                 done.set()
-            if abandoned.is_set():
+            if abandoned.is_set() and "reader" in box:
                 reader.close()
-            box["reader"] = reader
 
         threading.Thread(target=target, name=f"open {self.name}", daemon=True).start()
         if not done.wait(self.open_timeout_s):
             abandoned.set()
+            if done.is_set() and "reader" in box:
+                box["reader"].close()  # type: ignore[attr-defined]
             self.timeouts += 1
             log.warning("%s: no connection within %.1f s", self.name, self.open_timeout_s)
             return None
@@ -386,8 +388,7 @@ class LiveSource(Source):
                 continue
             self.reconnects += 1
             self._start(reader)
-            frame_or_none = self._peek_alive()
-            if frame_or_none:
+            if self._peek_alive():
                 return
         raise SourceUnavailableError(
             f"{self.name}: camera unavailable: no frames after {self.max_reconnects} reconnect attempts; "
