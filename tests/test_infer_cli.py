@@ -94,7 +94,8 @@ def test_onnx_inference_imports_no_torch(tmp_path):
     assert count_video_frames(tmp_path / "o.mp4") == 5
 
 
-def test_sigint_leaves_a_playable_video_and_exits_130(tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_leaves_a_playable_video_and_exits_128_plus_signal(tmp_path, sig, code):
     model = make_channel_model(tmp_path / "slow.onnx", heavy_layers=3)
     write_video(tmp_path / "in.avi", 400, size=(120, 160))
     out = tmp_path / "out.mp4"
@@ -110,9 +111,9 @@ def test_sigint_leaves_a_playable_video_and_exits_130(tmp_path):
     ):
         time.sleep(0.1)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err
     n = count_video_frames(out)
     assert 0 < n < 400  # playable, and really interrupted
