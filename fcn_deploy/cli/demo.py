@@ -8,7 +8,7 @@ import click
 @click.command("demo")
 @click.option("--output", type=click.Path(), default="fcn-deploy-demo", show_default=True,
               help="Directory for the checkpoint, models and report.")
-@click.option("--epochs", type=int, default=40, show_default=True, help="Training epochs (fewer: faster, worse).")
+@click.option("--epochs", type=int, default=200, show_default=True, help="Training epochs (fewer: faster, worse).")
 @click.option("--train-minutes", type=float, default=5.0, show_default=True,
               help="Stop training after the epoch that crosses this budget.")
 def command(output, epochs, train_minutes) -> None:

@@ -23,9 +23,11 @@ DATASET_CHOICES = ["voc", "cityscapes", "camvid", "folder", "synthetic"]
 @click.option("--calib-images", type=int, default=100, show_default=True,
               help="Calibration images for INT8/FP16 (from the train split).")
 @click.option("--latency-s", type=float, default=2.0, show_default=True, help="Timing seconds per row.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Device of the PyTorch and ONNX Runtime rows (TensorRT rows always run on the GPU).")
 @click.option("--output", type=click.Path(), default="report", show_default=True, help="Report directory.")
 def command(checkpoint, onnx_path, dataset, data_root, split, max_images, precisions, backends, sizes,
-            calib_images, latency_s, output) -> None:
+            calib_images, latency_s, device, output) -> None:
     """Build what is missing (export, FP16/INT8, engines), evaluate each row, write report.md/json/csv and plots."""
     from pathlib import Path
 
@@ -38,7 +40,7 @@ def command(checkpoint, onnx_path, dataset, data_root, split, max_images, precis
         onnx=Path(onnx_path) if onnx_path else None, data_root=data_root, split=split, max_images=max_images,
         precisions=tuple(precisions.split(",")), backends=tuple(backends.split(",")),
         sizes=tuple(parse_hw_list(sizes, "--sizes")) if sizes else None, calib_images=calib_images,
-        latency_duration_s=latency_s,
+        latency_duration_s=latency_s, device=device,
     )
     result = build_report(cfg)
     click.echo(markdown_table(result.rows))

@@ -77,6 +77,9 @@ def plot_pareto(rows: Sequence[dict], path: Path, title: str = "") -> Path:
             ax.text(0.5, 0.5, "no measured rows", ha="center", va="center", transform=ax.transAxes)
         if xs and max(xs) / max(min(xs), 1e-9) > 20:
             ax.set_xscale("log")
+        if ys:  # at least +-1 point of IoU around the data: tiny differences must not look like big ones
+            pad = max(1.0, 0.15 * (max(ys) - min(ys)))
+            ax.set_ylim(max(0.0, min(ys) - pad), min(100.0, max(ys) + pad))
         ax.set_xlabel("median latency per image (ms, batch 1)")
         ax.set_ylabel("mean IoU (%)")
         ax.set_title(title or "accuracy vs latency")
@@ -111,7 +114,7 @@ def plot_per_class(rows: Sequence[dict], class_names: Sequence[str], path: Path,
         ax.set_title(title or "per-class IoU by precision")
         ax.grid(True, axis="y", alpha=0.3)
         if pts:
-            ax.legend(fontsize=7, ncol=min(n, 3))
+            ax.legend(fontsize=7, ncol=min(n, 3), loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
         _save(fig, path)
     finally:
         plt.close(fig)
