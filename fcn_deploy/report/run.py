@@ -13,7 +13,6 @@ label equals the FP32 reference's at the network size. Latency is `fcn_deploy.pr
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -32,8 +31,6 @@ from fcn_deploy.profile import ProfileConfig, environment, profile_backend
 from fcn_deploy.report.write import make_row, sort_rows, write_report
 from fcn_deploy.runtime.backend import Backend
 from fcn_deploy.shapes import format_hw
-
-log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -311,11 +308,22 @@ class ReportResult:
     meta: dict[str, Any]
 
 
-def build_report(cfg: ReportConfig, echo: Callable[[str], None] | None = None) -> ReportResult:
-    say = echo or to_stderr
-    started = time.perf_counter()
-    output = Path(cfg.output)
-    # -- inputs, all checked before anything is written
+@dataclass
+class Inputs:
+    """Everything build_report needs, checked before anything is written."""
+
+    source: Path
+    card: ModelCard
+    precisions: tuple[str, ...]
+    backends: tuple[str, ...]
+    sizes: list[tuple[int, int]]
+    dataset: Any
+    dataset_options: dict[str, Any]
+    count: int
+    trt_reason: str | None
+
+
+def check_inputs(cfg: ReportConfig) -> Inputs:
     if (cfg.checkpoint is None) == (cfg.onnx is None):
         raise FcnDeployError("give exactly one model: --checkpoint CKPT or --onnx MODEL")
     precisions = parse_choices(cfg.precisions, PRECISIONS, "--precisions")
@@ -325,7 +333,7 @@ def build_report(cfg: ReportConfig, echo: Callable[[str], None] | None = None) -
         raise FcnDeployError(f"--max-images {cfg.max_images}: must be at least 1")
     if cfg.device not in ("cpu", "cuda"):
         raise FcnDeployError(f"--device {cfg.device!r}: choose cpu or cuda")
-    check_output_dir(output)
+    check_output_dir(Path(cfg.output))
     source = Path(cfg.checkpoint or cfg.onnx)
     if not source.is_file():
         raise FcnDeployError(f"{source}: no such file; check the path")
@@ -334,94 +342,91 @@ def build_report(cfg: ReportConfig, echo: Callable[[str], None] | None = None) -
         raise FcnDeployError(
             f"{source}: is a {card.precision} model; pass the FP32 ONNX (the report builds FP16/INT8 from it)"
         )
-    default_size = tuple(card.opt_shape)
-    sizes = [tuple(s) for s in (cfg.sizes or (default_size,))]
-    if cfg.onnx is not None:
+    sizes = [tuple(s) for s in (cfg.sizes or (tuple(card.opt_shape),))]
+    if cfg.onnx is not None:  # a checkpoint is exported with a profile that covers the sizes
         check_sizes(sizes, card, str(source))
     ds, ds_options = load_dataset(cfg, card)
     count = len(ds) if cfg.max_images is None else min(cfg.max_images, len(ds))
-    calib_split = "train" if cfg.split != "train" else "val"
     trt_reason = tensorrt_ready() if "tensorrt" in backends else None
+    return Inputs(source, card, precisions, backends, sizes, ds, ds_options, count, trt_reason)
 
-    output.mkdir(parents=True, exist_ok=True)
-    models = output / "models"
-    models.mkdir(exist_ok=True)
-    say(f"report: {source} on {cfg.dataset}:{cfg.split} ({count} images), sizes "
-        f"{', '.join(format_hw(s) for s in sizes)}, backends {', '.join(backends)}, precisions {', '.join(precisions)}")
 
-    # -- build what is missing
-    say("[1/3] models")
-    fp32 = export_fp32(source, models / "model.onnx", sizes, say) if cfg.checkpoint else source
-    onnx_models: dict[tuple[str, str], Path | str] = {("onnxruntime", "fp32"): fp32, ("tensorrt", "fp32"): fp32}
-    lowered_errors: dict[str, str] = {}
-    for precision in precisions:
-        if precision == "fp32":
-            continue
-        targets = []
-        if "onnxruntime" in backends:
-            targets.append(("onnxruntime", "onnxruntime"))
-        if "tensorrt" in backends and trt_reason is None:
-            targets.append(("tensorrt", "tensorrt"))
-        for backend, target in targets:
-            suffix = precision if (precision == "fp16" or target == "onnxruntime") else f"{precision}-trt"
-            if precision == "fp16" and backend == "tensorrt" and ("onnxruntime", "fp16") in onnx_models:
-                onnx_models[(backend, precision)] = onnx_models[("onnxruntime", "fp16")]
+def build_models(cfg: ReportConfig, inp: Inputs, models: Path, say: Progress) -> tuple[Path, dict]:
+    """The FP32 ONNX and (backend, precision) -> lowered ONNX path, or the reason it could not be built."""
+    fp32 = export_fp32(inp.source, models / "model.onnx", inp.sizes, say) if cfg.checkpoint else inp.source
+    calib_split = "train" if cfg.split != "train" else "val"  # never calibrate on the images being scored
+    built: dict[tuple[str, str], Path | str] = {("onnxruntime", "fp32"): fp32, ("tensorrt", "fp32"): fp32}
+    targets = [b for b in ("onnxruntime", "tensorrt") if b in inp.backends and not (b == "tensorrt" and inp.trt_reason)]
+    for precision in (p for p in inp.precisions if p != "fp32"):
+        for target in targets:
+            if precision == "fp16" and ("onnxruntime", "fp16") in built:  # FP16 is the same graph for both
+                built[(target, precision)] = built[("onnxruntime", "fp16")]
                 continue
+            suffix = f"{precision}-trt" if (precision == "int8" and target == "tensorrt") else precision
             try:
-                onnx_models[(backend, precision)] = lower(
-                    fp32, precision, target, models / f"model.{suffix}.onnx", cfg, calib_split, sizes, say
+                built[(target, precision)] = lower(
+                    fp32, precision, target, models / f"model.{suffix}.onnx", cfg, calib_split, inp.sizes, say
                 )
             except FcnDeployError as e:
-                onnx_models[(backend, precision)] = f"lowering failed: {e}"
-                lowered_errors[precision] = str(e)
+                built[(target, precision)] = f"lowering failed: {e}"
                 say(f"  {precision} ({target}) failed: {e}")
+    return fp32, built
 
+
+def plan_rows(cfg: ReportConfig, inp: Inputs, built: dict, models: Path, say: Progress) -> list[RowPlan]:
+    """One plan per backend x precision: the model file to run, or the reason the row is skipped."""
     plans: list[RowPlan] = []
-    for backend in backends:
-        for precision in precisions:
+    for backend in inp.backends:
+        for precision in inp.precisions:
             if backend == "torch":
                 if precision != "fp32":
                     plans.append(RowPlan(backend, precision, reason="PyTorch eager is the FP32 reference only"))
                 elif cfg.checkpoint is None:
                     plans.append(RowPlan(backend, precision, reason="needs --checkpoint (PyTorch eager row)"))
                 else:
-                    plans.append(RowPlan(backend, precision, source))
+                    plans.append(RowPlan(backend, precision, inp.source))
                 continue
-            if backend == "tensorrt" and trt_reason is not None:
-                plans.append(RowPlan(backend, precision, reason=trt_reason))
+            if backend == "tensorrt" and inp.trt_reason is not None:
+                plans.append(RowPlan(backend, precision, reason=inp.trt_reason))
                 continue
-            model = onnx_models.get((backend, precision))
+            model = built.get((backend, precision))
             if isinstance(model, str):
                 plans.append(RowPlan(backend, precision, reason=model))
             elif backend == "tensorrt":
                 engine = models / f"model.{precision}.engine"
                 try:
-                    plans.append(RowPlan(backend, precision, build_engine(model, precision, engine, sizes, say)))
+                    plans.append(RowPlan(backend, precision, build_engine(model, precision, engine, inp.sizes, say)))
                 except FcnDeployError as e:
                     plans.append(RowPlan(backend, precision, reason=f"engine build failed: {e}"))
             else:
                 plans.append(RowPlan(backend, precision, model))
+    return plans
 
-    # -- evaluate
-    say(f"[2/3] evaluating {sum(1 for p in plans if p.model)} backend/precision pairs x {len(sizes)} size(s)")
+
+@dataclass
+class Scored:
+    rows: list[dict]
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    sample_predictions: dict[str, list[np.ndarray]]  # "FP32"/"FP16"/"INT8" -> label maps at the first size
+    sample_order: list[float]  # per-image INT8 agreement with FP32 (else FP32 accuracy): lowest first is shown
+
+
+def score_rows(cfg: ReportConfig, inp: Inputs, plans: list[RowPlan], fp32: Path, say: Progress) -> Scored:
     images, labels = [], []
-    for i in range(count):
-        image, gt = ds[i]
+    for i in range(inp.count):
+        image, gt = inp.dataset[i]
         images.append(image)
         labels.append(gt)
-    class_names = list(card.class_names)
+    class_names, ignore = list(inp.card.class_names), inp.dataset.ignore_index
     rows: list[dict] = []
-    ref_plan = RowPlan("onnxruntime", "fp32", fp32)
-    reference_name = "ONNX Runtime FP32 (" + fp32.name + ")"
-    sample_preds: dict[str, list[np.ndarray]] = {}
-    sample_agreement: list[float] = []
-    for s_index, size in enumerate(sizes):
+    samples: dict[str, list[np.ndarray]] = {}
+    order: list[float] = []
+    for s_index, size in enumerate(inp.sizes):
         size_text = format_hw(size)
-        evaluations: dict[tuple[str, str], Evaluation] = {}
-        with open_row_backend(ref_plan, cfg.device) as ref_backend:
-            ref_eval = evaluate(ref_backend, images, labels, size, class_names, ds.ignore_index, cfg,
-                                f"reference {size_text}")
-        evaluations[("onnxruntime", "fp32")] = ref_eval
+        with open_row_backend(RowPlan("onnxruntime", "fp32", fp32), cfg.device) as ref_backend:
+            ref = evaluate(ref_backend, images, labels, size, class_names, ignore, cfg, f"reference {size_text}")
+        evaluations: dict[tuple[str, str], Evaluation] = {("onnxruntime", "fp32"): ref}
         for plan in plans:
             label = f"{plan.backend} {plan.precision} {size_text}"
             if plan.model is None:
@@ -434,7 +439,7 @@ def build_report(cfg: ReportConfig, echo: Callable[[str], None] | None = None) -
                         if plan.backend == "tensorrt":
                             backend_check_profile(backend, size)
                         evaluations[(plan.backend, plan.precision)] = evaluate(
-                            backend, images, labels, size, class_names, ds.ignore_index, cfg, label)
+                            backend, images, labels, size, class_names, ignore, cfg, label)
                     say(f"  {label}: done in {time.perf_counter() - t:.1f} s")
                 ev = evaluations[(plan.backend, plan.precision)]
             except MissingDependencyError as e:
@@ -444,7 +449,7 @@ def build_report(cfg: ReportConfig, echo: Callable[[str], None] | None = None) -
                 rows.append(make_row(plan.backend, plan.precision, size_text, "failed", str(e)))
                 say(f"  {label}: failed: {e}")
                 continue
-            agree, per_image = agreement(ev.predictions, ref_eval.predictions)
+            agree, per_image = agreement(ev.predictions, ref.predictions)
             rows.append(make_row(
                 plan.backend, plan.precision, size_text,
                 mean_iou=ev.metrics["mean_iou"], pixel_accuracy=ev.metrics["pixel_accuracy"],
@@ -455,34 +460,51 @@ def build_report(cfg: ReportConfig, echo: Callable[[str], None] | None = None) -
                 model_bytes=_row_bytes(plan), model=str(plan.model), per_class_iou=ev.metrics["per_class_iou"],
             ))
             if s_index == 0 and plan.backend == "onnxruntime" and plan.precision != "fp32":
-                sample_preds[plan.precision.upper()] = ev.predictions
+                samples[plan.precision.upper()] = ev.predictions
                 if plan.precision == "int8":
-                    sample_agreement = per_image
+                    order = per_image
         if s_index == 0:
-            sample_preds = {"FP32": ref_eval.predictions, **sample_preds}
-            if not sample_agreement:  # no INT8: show where FP32 is least accurate instead
-                sample_agreement = [
-                    float(np.mean(resize_labels(p, g.shape) == g)) for p, g in zip(ref_eval.predictions, labels,
-                                                                                   strict=True)
-                ]
+            samples = {"FP32": ref.predictions, **samples}
+            if not order:  # no INT8: show where FP32 is least accurate instead
+                order = [float(np.mean(resize_labels(p, g.shape) == g))
+                         for p, g in zip(ref.predictions, labels, strict=True)]
+    return Scored(rows, images, labels, samples, order)
 
-    # -- write
+
+def build_report(cfg: ReportConfig, echo: Callable[[str], None] | None = None) -> ReportResult:
+    say = echo or to_stderr
+    started = time.perf_counter()
+    inp = check_inputs(cfg)
+    output = Path(cfg.output)
+    models = output / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    say(f"report: {inp.source} on {cfg.dataset}:{cfg.split} ({inp.count} images), sizes "
+        f"{', '.join(format_hw(s) for s in inp.sizes)}, backends {', '.join(inp.backends)}, "
+        f"precisions {', '.join(inp.precisions)}")
+
+    say("[1/3] models")
+    fp32, built = build_models(cfg, inp, models, say)
+    plans = plan_rows(cfg, inp, built, models, say)
+    say(f"[2/3] evaluating {sum(1 for p in plans if p.model)} backend/precision pairs x {len(inp.sizes)} size(s)")
+    scored = score_rows(cfg, inp, plans, fp32, say)
+
     say("[3/3] writing the report")
-    files = write_outputs(output, rows, images, labels, sample_preds, sample_agreement, card, cfg)
+    card = inp.card
+    files = write_outputs(output, scored, card, cfg)
     meta = {
-        "model": str(source),
+        "model": str(inp.source),
         "fp32_onnx": str(fp32),
         "card": {"variant": card.variant, "width": card.width, "num_classes": card.num_classes},
         "dataset": cfg.dataset,
-        "dataset_options": ds_options,
+        "dataset_options": inp.dataset_options,
         "data_root": cfg.data_root,
         "split": cfg.split,
-        "num_images": count,
-        "sizes": [format_hw(s) for s in sizes],
-        "backends": list(backends),
-        "precisions": list(precisions),
-        "reference": reference_name,
-        "class_names": class_names,
+        "num_images": inp.count,
+        "sizes": [format_hw(s) for s in inp.sizes],
+        "backends": list(inp.backends),
+        "precisions": list(inp.precisions),
+        "reference": f"ONNX Runtime FP32 ({fp32.name})",
+        "class_names": list(card.class_names),
         "latency_method": "fcn_deploy.profile on the first image, "
         + (f"{cfg.latency_iterations} iterations" if cfg.latency_iterations else f"{cfg.latency_duration_s:g} s")
         + f" after {cfg.latency_warmup_s:g} s warm-up",
@@ -490,8 +512,8 @@ def build_report(cfg: ReportConfig, echo: Callable[[str], None] | None = None) -
         "seconds": round(time.perf_counter() - started, 2),
         "files": [str(p.relative_to(output)) for p in files.values()],
     }
-    files.update(write_report(output, rows, meta))
-    return ReportResult(output, sort_rows(rows), files, meta)
+    files.update(write_report(output, scored.rows, meta))
+    return ReportResult(output, sort_rows(scored.rows), files, meta)
 
 
 def backend_check_profile(backend: Backend, size: tuple[int, int]) -> None:
@@ -510,22 +532,19 @@ def _row_bytes(plan: RowPlan) -> int:
     return model_bytes(plan.model)
 
 
-def write_outputs(
-    output: Path, rows: list[dict], images: list[np.ndarray], labels: list[np.ndarray],
-    preds: dict[str, list[np.ndarray]], sample_agreement: list[float], card: ModelCard, cfg: ReportConfig,
-) -> dict[str, Path]:
+def write_outputs(output: Path, scored: Scored, card: ModelCard, cfg: ReportConfig) -> dict[str, Path]:
     from fcn_deploy.report.plots import plot_pareto, plot_per_class
     from fcn_deploy.report.samples import pick_images, write_sample
 
     files = {
-        "pareto": plot_pareto(rows, output / "pareto.png", f"{card.variant} on {cfg.dataset}:{cfg.split}"),
-        "per_class": plot_per_class(rows, card.class_names, output / "per_class.png",
+        "pareto": plot_pareto(scored.rows, output / "pareto.png", f"{card.variant} on {cfg.dataset}:{cfg.split}"),
+        "per_class": plot_per_class(scored.rows, card.class_names, output / "per_class.png",
                                     f"per-class IoU, {cfg.dataset}:{cfg.split}"),
     }
-    for n, (i, why) in enumerate(pick_images(sample_agreement, cfg.num_samples)):
+    for n, (i, why) in enumerate(pick_images(scored.sample_order, cfg.num_samples)):
         name = f"{n:02d}_image{i}_{why.replace(' ', '_')}.png"
         files[f"sample{n}"] = write_sample(
-            output / "samples" / name, images[i], labels[i],
-            [(k, v[i]) for k, v in preds.items()], card.palette,
+            output / "samples" / name, scored.images[i], scored.labels[i],
+            [(k, v[i]) for k, v in scored.sample_predictions.items()], card.palette,
         )
     return files
