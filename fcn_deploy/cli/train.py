@@ -9,7 +9,7 @@ import click
 VARIANT_CHOICES = ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]
 DATASET_CHOICES = ["voc", "cityscapes", "camvid", "folder", "synthetic"]
 # Options that only say where or how fast to run; they may change between a run and its --resume.
-RUNTIME_OPTIONS = {"output", "resume", "workers", "device", "max_minutes", "progress"}
+RUNTIME_OPTIONS = {"output", "resume", "workers", "threads", "device", "max_minutes", "progress"}
 
 
 @click.command("train")
@@ -91,6 +91,11 @@ RUNTIME_OPTIONS = {"output", "resume", "workers", "device", "max_minutes", "prog
     "--num-classes", type=int, help="Classes of the synthetic dataset (incl. background) [default: 4]."
 )
 @click.option("--synthetic-size", help="Image size HxW of the synthetic dataset [default: 64x64].")
+@click.option(
+    "--synthetic-length",
+    type=int,
+    help="Images per split of the synthetic dataset [default: 128 train, 32 val].",
+)
 @click.option("--train-split", default="train", show_default=True)
 @click.option("--val-split", default="val", show_default=True)
 @click.option(
@@ -103,6 +108,11 @@ RUNTIME_OPTIONS = {"output", "resume", "workers", "device", "max_minutes", "prog
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
 @click.option(
+    "--threads",
+    type=int,
+    help="PyTorch CPU threads [default: 1 when the load average already fills every core, else PyTorch's choice].",
+)
+@click.option(
     "--max-minutes", type=float, help="Stop after the epoch that passes this wall time (resumable)."
 )
 @click.option(
@@ -114,9 +124,10 @@ def command(**opts) -> None:
     from fcn_deploy.shapes import parse_hw
 
     ctx = click.get_current_context()
-    if opts["dataset"] != "synthetic" and (opts["num_classes"] is not None or opts["synthetic_size"]):
+    synthetic_only = (opts["num_classes"], opts["synthetic_size"], opts["synthetic_length"])
+    if opts["dataset"] != "synthetic" and any(v is not None for v in synthetic_only):
         raise FcnDeployError(
-            "--num-classes and --synthetic-size apply to --dataset synthetic only (other "
+            "--num-classes and --synthetic-* apply to --dataset synthetic only (other "
             "datasets define their classes); drop them"
         )
     dataset_options = {}
@@ -124,6 +135,8 @@ def command(**opts) -> None:
         dataset_options["num_classes"] = opts["num_classes"]
     if opts["synthetic_size"]:
         dataset_options["size"] = list(parse_hw(opts["synthetic_size"], "--synthetic-size"))
+    if opts["synthetic_length"] is not None:
+        dataset_options["length"] = opts["synthetic_length"]
     sgd = opts["optimizer"] == "sgd"
     fields = dict(
         variant=opts["variant"],
@@ -168,6 +181,7 @@ def command(**opts) -> None:
         resume=opts["resume"],
         device=opts["device"],
         workers=opts["workers"],
+        threads=opts["threads"],
         max_minutes=opts["max_minutes"],
         progress=opts["progress"],
         echo=lambda s: click.echo(s, err=True),
