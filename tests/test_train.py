@@ -185,3 +185,21 @@ def test_evaluate_model_perfect_predictor_scores_one():
     assert m["num_images"] == 3
     for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou"):
         assert m[key] == pytest.approx(1.0)
+
+
+def test_sgd_paper_recipe_and_accumulation(tmp_path):
+    cfg = TrainConfig(**TINY, epochs=1, optimizer="sgd", schedule="fixed", loss_reduction="sum", accumulate=2)
+    train(cfg, tmp_path, echo=quiet)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["scheduler"]["last_epoch"] == 1  # 8 images / batch 4 = 2 batches = 1 accumulated step
+    weights, biases = ckpt["optimizer"]["param_groups"]
+    assert weights["lr"] == 1e-14 and biases["lr"] == 2e-14  # fcn8s reference solver, fixed schedule
+    assert weights["momentum"] == 0.99 and weights["weight_decay"] == 5e-4 and biases["weight_decay"] == 0.0
+    log = json.loads((tmp_path / "log.jsonl").read_text())
+    assert log["loss"] > 100  # summed over the pixels of an image, not averaged
+
+
+def test_missing_backbone_weights_is_a_user_error(tmp_path):
+    cfg = TrainConfig(**TINY, epochs=1, backbone_weights=str(tmp_path / "vgg16.pth"))
+    with pytest.raises(FcnDeployError, match="vgg16.pth: no such file"):
+        train(cfg, tmp_path / "out", echo=quiet)

@@ -39,7 +39,12 @@ def command(checkpoint, dataset, data_root, split, resize, device, as_json, prog
     from training.checkpoint import model_from_checkpoint
     from training.datasets import build_dataset
     from training.evaluation import evaluate_model
-    from training.trainer import resolve_device
+    from training.trainer import auto_threads, resolve_device
+
+    if (threads := auto_threads()) is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
     model, card, ckpt = model_from_checkpoint(checkpoint)
     train_cfg = ckpt.get("train_config") or {}
