@@ -156,7 +156,7 @@ class ModelCard:
                 if kw.get(key) is not None:
                     kw[key] = tuple(int(x) for x in kw[key])
             return cls(**kw)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise FcnDeployError(f"{source}: malformed model card ({type(e).__name__}: {e})") from None
 
     @classmethod
