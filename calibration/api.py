@@ -188,7 +188,8 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         if cfg.precision == "int8":
             lowered = int8.quantize_qdq(prepared, tensor_ranges, cfg.target, exclude_nodes)
             kept = exclude_nodes
-            details = {"target": cfg.target, "method": cfg.method, "tool": _ort_tool()}
+            details = {"target": cfg.target, "method": cfg.method, "tool": _ort_tool(),
+                       "weight_bits": 8 if cfg.target == "tensorrt" else 7}
         else:
             keep = fp16.block_list(prepared, tensor_ranges, cfg.fp16_max_activation, exclude_nodes)
 

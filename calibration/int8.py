@@ -9,7 +9,10 @@ on ORT CPU here, and it silently falls back to random scales without data.
   ConvTranspose), per-tensor activations; Q/DQ only on the inputs of Conv, ConvTranspose and Add (where TensorRT
   fuses them), never on their outputs or the network output; no int32 bias Q/DQ (TensorRT's parser rejects it).
 - `onnxruntime`: what ORT CPU turns into QLinearConv-style int8 kernels (U8S8): asymmetric uint8 activations,
-  symmetric int8 per-channel weights, int32 biases, Q/DQ around every op ORT quantizes.
+  symmetric int8 per-channel weights, int32 biases, Q/DQ around every op ORT quantizes. Weights use 7 bits
+  (ORT's reduce_range): on x86 CPUs without VNNI, ORT's U8S8 kernels multiply-add pairs into saturating int16
+  (VPMADDUBSW); with full 8-bit weights a CamVid FCN-8s agreed with FP32 on only 87% of pixels here (-7.8 mIoU),
+  with 7-bit weights on 99% (+0.2 mIoU) at the same speed.
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclud
     quantizer = QDQQuantizer(
         model,
         True,  # per_channel
-        False,  # reduce_range
+        not symmetric,  # reduce_range: 7-bit weights for U8S8, see the module docstring
         QuantType.QInt8,
         QuantType.QInt8 if symmetric else QuantType.QUInt8,
         tensors_range,

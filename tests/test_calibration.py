@@ -119,6 +119,7 @@ def test_int8_tensorrt_symmetric_per_channel_qdq_on_every_conv_input(setup):
         assert axis == expect_axis
         assert scale.shape == (inits[wdq.input[0]].shape[expect_axis],)  # one scale per output channel
         assert inits[wdq.input[0]].dtype == np.int8
+        assert np.abs(inits[wdq.input[0]].astype(int)).max() == 127  # full 8-bit weights for TensorRT
         if len(node.input) > 2:  # no int32 bias Q/DQ for TensorRT
             assert node.input[2] not in produced_by_dq and node.input[2] in inits
             assert inits[node.input[2]].dtype == np.float32
@@ -169,6 +170,9 @@ def test_onnxruntime_target_is_u8s8(setup):
     conv = next(n for n in q.graph.node if n.name == "conv1")
     wdq = next(n for n in nodes_of(q, "DequantizeLinear") if n.output[0] == conv.input[1])
     assert inits[wdq.input[0]].dtype == np.int8 and not inits[wdq.input[2]].any()
+    # 7-bit weights: U8S8 kernels without VNNI saturate int16 pair sums with full-range weights
+    assert np.abs(inits[wdq.input[0]].astype(int)).max() <= 64
+    assert ModelCard.from_onnx(q).provenance["lowering"]["weight_bits"] == 7
 
 
 # --- calibration cache ------------------------------------------------------------------------------------------
