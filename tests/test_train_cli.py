@@ -82,6 +82,11 @@ def test_evaluate_text_lists_metrics_and_classes(trained):
         assert word in result.output
 
 
+def test_existing_run_is_not_overwritten_without_resume(trained):
+    result = run_cli("train", *TINY, "--output", str(trained))
+    assert_one_line_error(result, "last.pt exists", "--resume")
+
+
 def test_resume_with_conflicting_option_is_refused(trained):
     result = run_cli("train", *TINY, "--synthetic-length", "8", "--epochs", "2", "--lr", "0.5", "--resume",
                      "--output", str(trained))  # fmt: skip

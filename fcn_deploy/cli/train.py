@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -175,6 +176,12 @@ def command(**opts) -> None:
         _check_resume_options(ctx, cfg, opts["output"])
     else:
         cfg = TrainConfig(**fields)
+        last = Path(opts["output"]) / "last.pt"
+        if last.exists():
+            raise FcnDeployError(
+                f"{last} exists: {opts['output']} already holds a run; pass --resume to continue it or choose "
+                "another --output"
+            )
     summary = train(
         cfg,
         opts["output"],
