@@ -70,6 +70,10 @@ def _mb(v: int | None) -> str:
     return "-" if v is None else f"{v / 1e6:.2f}"
 
 
+def _load(avg: list[float] | None) -> str:
+    return "unknown" if not avg else " / ".join(f"{v:.1f}" for v in avg)
+
+
 def _status(r: dict) -> str:
     return r["status"] if not r.get("reason") else f"{r['status']}: {r['reason']}"
 
@@ -118,7 +122,8 @@ def render_markdown(rows: Sequence[dict], meta: dict[str, Any]) -> str:
         f"- FP32 reference for agreement: {meta.get('reference')}",
         f"- latency: batch 1, {meta.get('latency_method', 'wall time of one inference call')}",
         f"- machine: {env.get('cpu_model')} ({env.get('cpu_threads_available')} threads available), "
-        f"GPU: {(env.get('gpu') or {}).get('name', 'none')}, TensorRT: {env.get('tensorrt') or 'not installed'}",
+        f"GPU: {(env.get('gpu') or {}).get('name', 'none')}, TensorRT: {env.get('tensorrt') or 'not installed'}, "
+        f"load average at the end {_load(env.get('load_average'))} (other work on the machine inflates latency)",
         "",
         "Metrics are percentages; rows are sorted by median latency. Skipped and failed rows say why.",
         "",
