@@ -241,3 +241,17 @@ def test_dataset_without_masks(built, tmp_path):
 def test_needs_exactly_one_model(tmp_path):
     r = _invoke(["--dataset", "synthetic", "--output", str(tmp_path / "x")])
     _assert_one_line_error(r, "exactly one model")
+
+
+def test_cuda_without_a_cuda_onnxruntime_is_refused_before_writing(built, tmp_path):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    result, _, _ = built
+    out = tmp_path / "never"
+    r = _invoke(["--onnx", str(result.output / "models" / "model.onnx"), "--dataset", "synthetic", "--device", "cuda",
+                 "--output", str(out)])
+    assert r.exit_code == 3
+    _assert_one_line_error(r, "no CUDA provider")
+    assert not out.exists()

@@ -333,6 +333,12 @@ def check_inputs(cfg: ReportConfig) -> Inputs:
         raise FcnDeployError(f"--max-images {cfg.max_images}: must be at least 1")
     if cfg.device not in ("cpu", "cuda"):
         raise FcnDeployError(f"--device {cfg.device!r}: choose cpu or cuda")
+    if cfg.device == "cuda":  # the FP32 reference runs on ONNX Runtime: refuse before anything is written
+        import onnxruntime
+
+        from fcn_deploy.runtime.ort_backend import choose_providers
+
+        choose_providers("cuda", onnxruntime.get_available_providers())
     check_output_dir(Path(cfg.output))
     source = Path(cfg.checkpoint or cfg.onnx)
     if not source.is_file():
