@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +134,9 @@ def tensorrt_version() -> str | None:
 def environment() -> dict[str, Any]:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     env_threads = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
+    torch = sys.modules.get("torch")  # only when already loaded: profiling must not pull torch in
+    if torch is not None:
+        env_threads["torch_intra_op"] = str(torch.get_num_threads())
     return {
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
