@@ -123,6 +123,7 @@ def render_markdown(rows: Sequence[dict], meta: dict[str, Any]) -> str:
         f"- latency: batch 1, {meta.get('latency_method', 'wall time of one inference call')}",
         f"- machine: {env.get('cpu_model')} ({env.get('cpu_threads_available')} threads available), "
         f"GPU: {(env.get('gpu') or {}).get('name', 'none')}, TensorRT: {env.get('tensorrt') or 'not installed'}, "
+        f"PyTorch threads {(env.get('thread_env') or {}).get('torch_intra_op', '-')}, "
         f"load average at the end {_load(env.get('load_average'))} (other work on the machine inflates latency)",
         "",
         "Metrics are percentages; rows are sorted by median latency. Skipped and failed rows say why.",
