@@ -43,6 +43,7 @@ class QuantizeConfig:
     method: str = "entropy"  # entropy | percentile | minmax
     calib_shapes: tuple[tuple[int, int], ...] | None = None  # default: the card's opt shape (or a static input)
     exclude: tuple[str, ...] = ()  # node names or op types kept in FP32
+    float_ends: bool = True  # INT8: also keep int8.float_ends (first conv, output head) in FP32; see there why
     cache: Path | None = None
     mean: tuple[float, float, float] | None = None  # for an ONNX without model card: RGB, pixel/255 units
     std: tuple[float, float, float] | None = None
@@ -144,6 +145,8 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         raise FcnDeployError(f"{output}: the output would overwrite the input model; choose another --output")
     input_name, shapes = _input_and_shapes(model, card, cfg)
     exclude_nodes = int8.resolve_exclude(model, cfg.exclude)
+    if cfg.precision == "int8" and cfg.float_ends:
+        exclude_nodes = sorted(set(exclude_nodes) | set(int8.float_ends(model)))
     calib_images, held_out = _select_images(cfg)
     if not len(held_out):
         log.warning("no held-out images left; the summary compares on the calibration images themselves")

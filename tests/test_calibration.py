@@ -99,7 +99,7 @@ def cfg(model, calib, **kw) -> QuantizeConfig:
 # --- INT8, TensorRT flavour ------------------------------------------------------------------------------------
 def test_int8_tensorrt_symmetric_per_channel_qdq_on_every_conv_input(setup):
     model_path, calib = setup
-    result = quantize(cfg(model_path, calib, method="minmax"))
+    result = quantize(cfg(model_path, calib, method="minmax", float_ends=False))
     assert result.output == model_path.with_name("m.int8.onnx") and result.output.is_file()
     q = onnx.load(str(result.output))
     onnx.checker.check_model(q)  # topologically sorted, valid: what TensorRT's parser needs
@@ -150,7 +150,7 @@ def test_int8_matches_fp32_closely(setup):
 
 def test_exclude_keeps_op_type_and_node_in_float(setup):
     model_path, calib = setup
-    out = quantize(cfg(model_path, calib, exclude=("ConvTranspose", "conv2"))).output
+    out = quantize(cfg(model_path, calib, exclude=("ConvTranspose", "conv2"), float_ends=False)).output
     q = onnx.load(str(out))
     produced_by_dq = {n.output[0] for n in nodes_of(q, "DequantizeLinear")}
     for node in q.graph.node:
@@ -160,6 +160,25 @@ def test_exclude_keeps_op_type_and_node_in_float(setup):
     assert ModelCard.from_onnx(q).provenance["lowering"]["excluded_nodes"] == ["conv2", "upscore"]
 
 
+@pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
+def test_float_ends_by_default(setup, target):
+    """The conv on the raw image and the head from the last upsampling to ArgMax stay FP32 unless asked."""
+    model_path, calib = setup
+    kept = {"conv1", "upscore", "fuse", "argmax"}
+    for float_ends in (True, False):
+        out = quantize(cfg(model_path, calib, target=target, float_ends=float_ends,
+                           output=model_path.with_name(f"{target}{float_ends}.onnx"))).output
+        q = onnx.load(str(out))
+        produced_by_dq = {n.output[0] for n in nodes_of(q, "DequantizeLinear")}
+        for node in q.graph.node:
+            if node.name in ("conv1", "conv2", "score", "upscore"):  # weights: DQ'd exactly when quantized
+                assert (node.input[1] in produced_by_dq) != (float_ends and node.name in kept), node.name
+        argmax = next(n for n in q.graph.node if n.name == "argmax")
+        assert (argmax.input[0] in produced_by_dq) == (target == "onnxruntime" and not float_ends)
+        excluded = ModelCard.from_onnx(q).provenance["lowering"]["excluded_nodes"]
+        assert excluded == (sorted(kept) if float_ends else [])
+
+
 def test_onnxruntime_target_is_u8s8(setup):
     model_path, calib = setup
     out = quantize(cfg(model_path, calib, target="onnxruntime", output=model_path.with_name("ort.onnx"))).output
@@ -167,7 +186,7 @@ def test_onnxruntime_target_is_u8s8(setup):
     inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
     act_types = {inits[n.input[2]].dtype for n in nodes_of(q, "QuantizeLinear")}
     assert act_types == {np.dtype(np.uint8)}
-    conv = next(n for n in q.graph.node if n.name == "conv1")
+    conv = next(n for n in q.graph.node if n.name == "conv2")
     wdq = next(n for n in nodes_of(q, "DequantizeLinear") if n.output[0] == conv.input[1])
     assert inits[wdq.input[0]].dtype == np.int8 and not inits[wdq.input[2]].any()
     # 7-bit weights: U8S8 kernels without VNNI saturate int16 pair sums with full-range weights
