@@ -429,3 +429,37 @@ def test_reader_streams_and_uses_card_normalisation(tmp_path):
     reader.rewind()
     reader.get_next()
     np.testing.assert_allclose(reader.get_next()["image"][0].transpose(1, 2, 0), expected, atol=1e-4)
+
+
+def test_diagonal_deconvs_become_grouped_with_identical_output():
+    """The fixed bilinear upsampling (dense, diagonal across classes) is rewritten to group=C for ORT: same output."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from calibration.int8 import group_diagonal_deconvs
+
+    c, k = 3, 4
+    diag = np.zeros((c, c, k, k), np.float32)
+    diag[np.arange(c), np.arange(c)] = np.random.default_rng(0).random((c, k, k), np.float32)
+    dense = diag.copy()
+    dense[0, 1] = 0.5  # not diagonal: must be left alone
+    nodes = [helper.make_node("ConvTranspose", ["x", "wd"], ["y1"], name="up_diag", strides=[2, 2]),
+             helper.make_node("ConvTranspose", ["x", "wn"], ["y2"], name="up_dense", strides=[2, 2])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 5, 7])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y1", "y2")],
+        [numpy_helper.from_array(diag, "wd"), numpy_helper.from_array(dense, "wn")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(1).standard_normal((1, c, 5, 7)).astype(np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    before = run(model)
+    assert group_diagonal_deconvs(model) == ["up_diag"]
+    groups = {n.name: [a.i for a in n.attribute if a.name == "group"] for n in model.graph.node}
+    assert groups == {"up_diag": [c], "up_dense": []}
+    after = run(model)
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(after[1], before[1])
