@@ -145,8 +145,19 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         raise FcnDeployError(f"{output}: the output would overwrite the input model; choose another --output")
     input_name, shapes = _input_and_shapes(model, card, cfg)
     exclude_nodes = int8.resolve_exclude(model, cfg.exclude)
-    if cfg.precision == "int8" and cfg.float_ends:
-        exclude_nodes = sorted(set(exclude_nodes) | set(int8.float_ends(model)))
+    if cfg.precision == "int8":
+        convs = {n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")}
+        if not convs - set(exclude_nodes):
+            raise FcnDeployError(
+                f"{cfg.model}: --exclude keeps every Conv/ConvTranspose in float, so nothing would be quantized; "
+                "exclude fewer nodes"
+            )
+        ends = set(int8.float_ends(model)) if cfg.float_ends else set()
+        if convs - set(exclude_nodes) - ends:
+            exclude_nodes = sorted(set(exclude_nodes) | ends)
+        elif ends:  # a model this small is all "ends": quantize it whole rather than not at all
+            log.warning("%s: too few layers to keep the first conv and the output head in FP32; quantizing all",
+                        cfg.model)
     calib_images, held_out = _select_images(cfg)
     if not len(held_out):
         log.warning("no held-out images left; the summary compares on the calibration images themselves")

@@ -160,6 +160,14 @@ def test_exclude_keeps_op_type_and_node_in_float(setup):
     assert ModelCard.from_onnx(q).provenance["lowering"]["excluded_nodes"] == ["conv2", "upscore"]
 
 
+def test_excluding_every_conv_is_refused(setup, tmp_path):
+    model_path, calib = setup
+    out = tmp_path / "all_float.onnx"
+    with pytest.raises(FcnDeployError, match="nothing would be quantized"):
+        quantize(cfg(model_path, calib, exclude=("Conv", "ConvTranspose"), output=out))
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
 def test_float_ends_by_default(setup, target):
     """The conv on the raw image and the head from the last upsampling to ArgMax stay FP32 unless asked."""
