@@ -22,35 +22,48 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Yield a temp file beside `path`; it replaces `path` only if the block finishes without an exception."""
+def reserve_temp(path: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create an empty temp file beside `path` (same filesystem, so os.replace is atomic) with the usual
+    permissions; returns its open descriptor and path. For writers that need a path (e.g. cv2.VideoWriter)."""
     dst = Path(path)
     if dst.is_dir():
         raise FcnDeployError(f"{dst}: is a directory; give a file path for the output")
     parent = dst.parent if str(dst.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{dst.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{dst.name}.", suffix=suffix)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual permissions
     except OSError as e:
         raise FcnDeployError(f"{dst}: cannot write here ({e.strerror}); choose a writable output path") from None
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # durability of the rename; not available on every filesystem
+    return fd, Path(tmp)
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """fsync a finished temp file, move it onto `path`, then fsync the folder so the rename is durable."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    parent = Path(path).parent if str(Path(path).parent) else Path(".")
+    with contextlib.suppress(OSError):  # not available on every filesystem
         dir_fd = os.open(parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Yield a temp file beside `path`; it replaces `path` only if the block finishes without an exception."""
+    fd, tmp = reserve_temp(path)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn_deploy.atomic import write_bytes
+from fcn_deploy.atomic import publish, reserve_temp, write_bytes
 from fcn_deploy.errors import FcnDeployError
 from fcn_deploy.runtime.sources import Frame, _cv2
 
@@ -57,12 +57,11 @@ class VideoSink(Sink):
             raise FcnDeployError(f"{self.path}: unknown video type; use .mp4, .avi, .mkv or .mov")
         if self.path.is_dir():
             raise FcnDeployError(f"{self.path}: is a folder; give a video file name such as out.mp4")
-        parent = _writable_dir(self.path.parent if str(self.path.parent) else Path("."), "the video")
+        _writable_dir(self.path.parent if str(self.path.parent) else Path("."), "the video")
         self.codec, self.fps = codec, fps
         # Keep the suffix: OpenCV picks the container from it.
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}")
+        fd, self.tmp = reserve_temp(self.path, suffix=f".tmp{self.path.suffix}")
         os.close(fd)
-        self.tmp = Path(tmp)
         self._writer = None
         self.frames = 0
 
@@ -90,9 +89,7 @@ class VideoSink(Sink):
             with contextlib.suppress(FileNotFoundError):
                 self.tmp.unlink()
             return
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path)
         log.info("wrote %s (%d frames)", self.path, self.frames)
 
 
