@@ -123,7 +123,7 @@ class Visualizer:
             if scores is None:
                 raise FcnDeployError(
                     "heatmap needs a model that outputs logits or probs; re-export with a scores output "
-                    "(e.g. `fcn-deploy export --outputs labels,probs`)"
+                    "(e.g. `fcn-deploy export --head labels+probs`)"
                 )
             prob = scores[spec.heat_class] if is_probs else softmax(scores, 0)[spec.heat_class]
             if prob.shape != frame.shape[:2]:
