@@ -70,6 +70,10 @@ def test_torch_load_refuses_bad_files(tmp_path) -> None:
     truncated.write_bytes(good.read_bytes()[:300])
     with pytest.raises(FcnDeployError, match="corrupt or truncated"):
         torch_load(truncated)
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"\x08\x07\x12\x07pytorch")  # an ONNX protobuf given where a checkpoint belongs
+    with pytest.raises(FcnDeployError, match="not a PyTorch weights file"):
+        torch_load(onnx_file)
     marker = tmp_path / "pwned"
 
     class Evil:
@@ -78,7 +82,7 @@ def test_torch_load_refuses_bad_files(tmp_path) -> None:
 
     evil = tmp_path / "evil.pth"
     torch.save({"x": Evil()}, evil, _use_new_zipfile_serialization=True, pickle_module=pickle)
-    with pytest.raises(FcnDeployError, match="refused"):
+    with pytest.raises(FcnDeployError, match="refused to load: it needs"):
         torch_load(evil)
     assert not marker.exists()
 
