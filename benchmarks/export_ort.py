@@ -23,8 +23,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from fcn_deploy.core.shapes import parse_hw
 from fcn_deploy.export import ExportOptions, export_onnx, model_for_export
-from fcn_deploy.shapes import parse_hw
 
 
 def timed(fn, runs: int, warmup: int = 1) -> dict[str, float]:

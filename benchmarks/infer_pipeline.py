@@ -67,13 +67,13 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="keep the video/model/output here (default: a temp folder)")
     args = ap.parse_args()
 
-    from fcn_deploy.preprocess import preprocess
+    from fcn_deploy.core.preprocess import preprocess
+    from fcn_deploy.core.shapes import parse_hw
     from fcn_deploy.runtime.ort_backend import OrtBackend
     from fcn_deploy.runtime.pipeline import Pipeline, model_only_fps
     from fcn_deploy.runtime.sinks import VideoSink
     from fcn_deploy.runtime.sources import VideoFileSource
     from fcn_deploy.runtime.visualize import Visualizer, VisualizeSpec
-    from fcn_deploy.shapes import parse_hw
 
     hw = parse_hw(args.size)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fcn-infer-bench-"))

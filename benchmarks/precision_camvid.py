@@ -16,7 +16,7 @@ import logging
 import time
 from pathlib import Path
 
-from calibration.api import QuantizeConfig, quantize
+from fcn_deploy.calibration.api import QuantizeConfig, quantize
 
 RUNS = (
     ("int8", "tensorrt"),
@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
-    from fcn_deploy.shapes import parse_hw
+    from fcn_deploy.core.shapes import parse_hw
 
     out_dir = args.out_dir or args.onnx.parent
     stem = args.onnx.name.removesuffix(".onnx")

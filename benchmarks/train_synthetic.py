@@ -66,7 +66,7 @@ def main() -> int:
     best_pt = None
     if (out / "best.pt").is_file():
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from training.checkpoint import load_checkpoint
+        from fcn_deploy.training.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(out / "best.pt")
         best_pt = {"epoch": ckpt["epoch"], "mean_iou": ckpt["best_miou"]}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.report.run import ReportConfig, ReportResult, build_report, check_output_dir
 from fcn_deploy.report.write import markdown_table
 
@@ -53,7 +53,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), echo: Callable[[str], None] | None 
     say = echo or _stderr
     out = Path(cfg.output)
     check_output_dir(out)
-    from training.trainer import TrainConfig, train
+    from fcn_deploy.training.trainer import TrainConfig, train
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

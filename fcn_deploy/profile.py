@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.preprocess import preprocess
-from fcn_deploy.runtime.backend import Backend
-from fcn_deploy.shapes import format_hw
+from fcn_deploy.core.backend import Backend
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.preprocess import preprocess
+from fcn_deploy.core.shapes import format_hw
 
 CV_WARNING_PCT = 2.5  # trtexec's threshold for "the results may be unstable"
 MIN_ITERATIONS = 10  # trtexec's --iterations default: a duration-bound run still takes at least this many
@@ -114,7 +114,7 @@ def gpu_info() -> dict[str, Any] | None:
     if importlib.util.find_spec("cuda") is None:
         return None
     try:
-        from fcn_deploy.runtime import cuda_rt
+        from fcn_deploy.engine import cuda_rt
 
         name, cc = cuda_rt.device_info(0)
         return {"name": name, "compute_capability": list(cc), **cuda_rt.versions()}

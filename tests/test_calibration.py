@@ -12,12 +12,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from calibration import cache as calib_cache
-from calibration import ranges
-from calibration.api import QuantizeConfig, quantize
-from calibration.images import from_folder, stratified_order
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import ModelCard, OutputSpec
+from fcn_deploy.calibration import cache as calib_cache
+from fcn_deploy.calibration import ranges
+from fcn_deploy.calibration.api import QuantizeConfig, quantize
+from fcn_deploy.calibration.images import from_folder, stratified_order
+from fcn_deploy.core.card import ModelCard, OutputSpec
+from fcn_deploy.core.errors import FcnDeployError
 
 
 def tiny_fcn(path: Path, num_classes: int = 3, card: bool = True, seed: int = 0, big_scale: float = 1.0) -> Path:
@@ -267,9 +267,9 @@ def test_fp16_keeps_overflowing_nodes_fp32(tmp_path):
     assert "conv2" in kept
     m = onnx.load(str(result.output))
     # run with every float tensor exposed: nothing is inf/NaN
-    from calibration.fp16 import nonfinite_nodes
-    from calibration.images import read_image
-    from fcn_deploy.preprocess import preprocess
+    from fcn_deploy.calibration.fp16 import nonfinite_nodes
+    from fcn_deploy.calibration.images import read_image
+    from fcn_deploy.core.preprocess import preprocess
 
     card = ModelCard.from_onnx(m)
     feeds = [{"image": preprocess(read_image(p), card.normalization, (32, 48))} for p in sorted(calib.iterdir())]
@@ -414,8 +414,8 @@ def test_collect_ranges_streams_one_feed_at_a_time(setup):
 
 
 def test_reader_streams_and_uses_card_normalisation(tmp_path):
-    from calibration.reader import ImageReader
-    from fcn_deploy.modelcard import Normalization
+    from fcn_deploy.calibration.reader import ImageReader
+    from fcn_deploy.core.card import Normalization
 
     folder = write_images(tmp_path / "imgs", 3, size=(20, 30))
     images, _ = from_folder(folder, 3, 0, None)
@@ -430,7 +430,7 @@ def test_reader_streams_and_uses_card_normalisation(tmp_path):
         feeds += 1
     assert feeds == 6 and reader.images_read == 3
     # the caffe card: BGR, 0-255, mean subtracted
-    from calibration.images import read_image
+    from fcn_deploy.calibration.images import read_image
 
     img = read_image(folder / f"{images.ids[0]}")
     expected = img[:, :, ::-1].astype(np.float32) - np.array(norm.mean, np.float32)
@@ -444,7 +444,7 @@ def test_diagonal_deconvs_become_grouped_with_identical_output():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from calibration.int8 import group_diagonal_deconvs
+    from fcn_deploy.calibration.int8 import group_diagonal_deconvs
 
     c, k = 3, 4
     diag = np.zeros((c, c, k, k), np.float32)

@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from fcn_deploy.atomic import atomic_write, sha256_file, write_bytes
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import ModelCard, Normalization, OutputSpec, voc_palette
-from fcn_deploy.preprocess import denormalize, normalize, preprocess, resize_labels, to_rgb
-from fcn_deploy.shapes import parse_hw, parse_hw_list
+from fcn_deploy.core.atomic import atomic_write, sha256_file, write_bytes
+from fcn_deploy.core.card import ModelCard, Normalization, OutputSpec, voc_palette
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.preprocess import denormalize, normalize, preprocess, resize_labels, to_rgb
+from fcn_deploy.core.shapes import parse_hw, parse_hw_list
 
 
 def tiny_onnx() -> onnx.ModelProto:

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import voc_palette
-from training.datasets import DATASETS, build_dataset, describe
-from training.datasets.base import SegmentationDataset
+from fcn_deploy.core.card import voc_palette
+from fcn_deploy.core.datasets import DATASETS, build_dataset, describe
+from fcn_deploy.core.datasets.base import SegmentationDataset
+from fcn_deploy.core.errors import FcnDeployError
 
 CAMVID = Path(os.environ.get("FCN_CAMVID", "/work/shared/data/camvid"))
 
@@ -348,8 +348,8 @@ def test_registry():
 
 def test_data_and_metric_modules_do_not_import_torch():
     code = (
-        "import sys; import training.datasets, training.metrics, training.transforms; "
-        "from training.datasets import build_dataset; build_dataset('synthetic', length=2)[1]; "
+        "import sys; import fcn_deploy.core.datasets, fcn_deploy.core.metrics, fcn_deploy.training.transforms; "
+        "from fcn_deploy.core.datasets import build_dataset; build_dataset('synthetic', length=2)[1]; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.engine.build import (
     BuildOptions,
     check_level,
@@ -20,12 +21,10 @@ from fcn_deploy.engine.build import (
 )
 from fcn_deploy.engine.profile_shapes import Profile
 from fcn_deploy.engine.trt_compat import TrtVersion
-from fcn_deploy.errors import FcnDeployError
 
 REPO = Path(__file__).resolve().parents[1]
 TRT_SOURCES = [
     *(REPO / "fcn_deploy" / "engine").glob("*.py"),
-    REPO / "fcn_deploy" / "runtime" / "trt_backend.py",
 ]
 PROFILE = Profile("image", (1, 1, 2), (32, 32), (360, 480), (720, 960))
 

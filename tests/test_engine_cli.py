@@ -16,10 +16,10 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from fcn_deploy.cli import main
-from fcn_deploy.modelcard import ModelCard
+from fcn_deploy.core.card import ModelCard
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
-HAS_CALIBRATION = importlib.util.find_spec("calibration.api") is not None
+HAS_CALIBRATION = importlib.util.find_spec("fcn_deploy.calibration.api") is not None
 no_trt = pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here: the exit-3 path cannot happen")
 
 
@@ -141,7 +141,7 @@ def test_lowering_without_keep_onnx_is_skipped_when_tensorrt_is_missing(model, t
 
 @no_trt
 @pytest.mark.skipif(
-    not HAS_CALIBRATION, reason="calibration.api (the precision work) is not in this tree yet"
+    not HAS_CALIBRATION, reason="fcn_deploy.calibration.api (the precision work) is not in this tree yet"
 )
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_keep_onnx_is_written_even_without_tensorrt(model, tmp_path, precision):
@@ -167,8 +167,8 @@ def test_keep_onnx_is_written_even_without_tensorrt(model, tmp_path, precision):
     )
     line = one_line_error(result, 3)
     assert "no engine written" in line and str(kept) in line
+    from fcn_deploy.core.onnx_io import load_onnx
     from fcn_deploy.engine.build import detect_precision
-    from fcn_deploy.onnx_io import load_onnx
 
     lowered = load_onnx(kept)
     assert detect_precision(lowered) == precision
@@ -199,7 +199,7 @@ def test_help_lists_the_options():
 
 def test_trt_backend_imports_neither_torch_nor_tensorrt():
     code = (
-        "import sys, fcn_deploy.runtime.trt_backend, fcn_deploy.engine.build, fcn_deploy.cli.build_engine; "
+        "import sys, fcn_deploy.engine.backend, fcn_deploy.engine.build, fcn_deploy.cli.build_engine; "
         "print(sorted(m for m in ('torch', 'tensorrt', 'pycuda') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -208,8 +208,8 @@ def test_trt_backend_imports_neither_torch_nor_tensorrt():
 
 @no_trt
 def test_trt_backend_without_tensorrt_is_exit_3(tmp_path):
-    from fcn_deploy.errors import MissingDependencyError
-    from fcn_deploy.runtime.trt_backend import TrtBackend
+    from fcn_deploy.core.errors import MissingDependencyError
+    from fcn_deploy.engine.backend import TrtBackend
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")

@@ -6,10 +6,10 @@ import importlib.util
 
 import pytest
 
+from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 from fcn_deploy.engine import trt_compat
 from fcn_deploy.engine.logger import MessageStore
 from fcn_deploy.engine.trt_compat import TrtVersion, check_dla, dla_supported
-from fcn_deploy.errors import FcnDeployError, MissingDependencyError
 
 ORIN, THOR_CUDA12, THOR_CUDA13, H100, RTX4090 = (8, 7), (10, 1), (11, 0), (9, 0), (8, 9)
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

@@ -11,7 +11,9 @@ import os
 
 import pytest
 
-from fcn_deploy.atomic import sha256_file
+from fcn_deploy.core.atomic import sha256_file
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.engine.manifest import (
     EngineManifest,
     StaleEngineError,
@@ -20,8 +22,6 @@ from fcn_deploy.engine.manifest import (
     read_manifest,
     write_manifest,
 )
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import ModelCard
 
 REBUILD = "fcn-deploy build-engine m.onnx --fp16 --output model.engine"
 

@@ -6,6 +6,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.engine.profile_shapes import (
     Profile,
     check_against_onnx,
@@ -15,8 +17,6 @@ from fcn_deploy.engine.profile_shapes import (
     profile_from_card,
     validate,
 )
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import ModelCard
 
 
 def card(**kw) -> ModelCard:

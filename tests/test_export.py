@@ -12,7 +12,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.onnx_io import load_onnx
 from fcn_deploy.export import ExportOptions, export_onnx, model_for_export
 from fcn_deploy.export.resize_upsample import check_fixed_bilinear
 from fcn_deploy.export.validate import (
@@ -22,10 +24,8 @@ from fcn_deploy.export.validate import (
     parity,
     raise_on_failed,
 )
-from fcn_deploy.modelcard import ModelCard
-from fcn_deploy.onnx_io import load_onnx
-from training.config import ModelConfig
-from training.fcn import FCN
+from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.training.fcn import FCN
 
 SIZES = [(1, 1), (17, 17), (33, 47), (64, 96)]
 OPT = (48, 64)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.metrics import ConfusionMatrix, metrics_from_matrix, pixel_agreement
+from fcn_deploy.core.metrics import ConfusionMatrix, metrics_from_matrix, pixel_agreement
 
 
 def test_hand_computed_with_ignore_label():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fcn_deploy.errors import FcnDeployError
-from training.config import ModelConfig
-from training.fcn import bilinear_kernel, build_model, count_macs
-from training.geometry import derived_offsets
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.training.fcn import bilinear_kernel, build_model, count_macs
+from fcn_deploy.training.geometry import derived_offsets
 
 VARIANTS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
 SIZES = [(1, 1), (1, 7), (2, 3), (17, 31), (31, 17), (97, 131), (64, 64), (33, 47), (360, 480), (500, 500)]

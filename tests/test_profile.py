@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fcn_deploy.cli import main
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import ModelCard, OutputSpec
+from fcn_deploy.core.card import ModelCard, OutputSpec
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.profile import (
     CV_WARNING_PCT,
     ProfileConfig,

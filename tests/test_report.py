@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fcn_deploy.cli import main
-from fcn_deploy.modelcard import ModelCard
+from fcn_deploy.core.card import ModelCard
 from fcn_deploy.report.plots import pareto_front
 from fcn_deploy.report.run import ReportConfig, build_report
 from fcn_deploy.report.samples import pick_images
@@ -31,10 +31,10 @@ def tiny_checkpoint(path: Path) -> Path:
     """An untrained width-1/16 FCN-8s saved the way training saves it (its card says: synthetic, 4 classes)."""
     import torch
 
-    from training.checkpoint import save_checkpoint
-    from training.config import ModelConfig
-    from training.datasets import build_dataset
-    from training.fcn import build_model
+    from fcn_deploy.core.datasets import build_dataset
+    from fcn_deploy.training.checkpoint import save_checkpoint
+    from fcn_deploy.training.config import ModelConfig
+    from fcn_deploy.training.fcn import build_model
 
     ds = build_dataset("synthetic", None, "train", **SYNTHETIC)
     torch.manual_seed(0)
@@ -134,10 +134,10 @@ def test_markdown_and_csv_match_json(built):
 
 def test_metrics_match_an_independent_evaluation(built):
     """Run the FP32 ONNX through ONNX Runtime and the metric module by hand: the report row must agree."""
-    from fcn_deploy.preprocess import preprocess
+    from fcn_deploy.core.datasets import build_dataset
+    from fcn_deploy.core.metrics import ConfusionMatrix
+    from fcn_deploy.core.preprocess import preprocess
     from fcn_deploy.runtime.ort_backend import OrtBackend
-    from training.datasets import build_dataset
-    from training.metrics import ConfusionMatrix
 
     result, _, _ = built
     ds = build_dataset("synthetic", None, "val", **SYNTHETIC)

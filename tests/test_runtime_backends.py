@@ -7,9 +7,9 @@ import onnx
 import pytest
 from test_runtime_helpers import channel_card, colour_image, make_channel_model
 
-from fcn_deploy.errors import FcnDeployError, MissingDependencyError
-from fcn_deploy.preprocess import preprocess
-from fcn_deploy.runtime.factory import backend_for, open_backend
+from fcn_deploy.chain.backends import backend_for, open_backend
+from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
+from fcn_deploy.core.preprocess import preprocess
 from fcn_deploy.runtime.ort_backend import OrtBackend
 
 
@@ -75,10 +75,10 @@ def test_factory_choice_and_errors(tmp_path):
 
 def test_torch_backend_runs_a_training_checkpoint(tmp_path):
     torch = pytest.importorskip("torch")
-    from fcn_deploy.modelcard import ModelCard
-    from training.checkpoint import save_checkpoint
-    from training.config import ModelConfig
-    from training.fcn import build_model
+    from fcn_deploy.core.card import ModelCard
+    from fcn_deploy.training.checkpoint import save_checkpoint
+    from fcn_deploy.training.config import ModelConfig
+    from fcn_deploy.training.fcn import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig("fcn32s", 3, width=0.0625, padding="same"))

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from fcn_deploy.modelcard import ModelCard, Normalization, OutputSpec
+from fcn_deploy.core.card import ModelCard, Normalization, OutputSpec
 
 CLASSES = ("red", "green", "blue")
 PALETTE = ((250, 10, 20), (30, 240, 40), (50, 60, 230))

@@ -11,7 +11,7 @@ from PIL import Image
 from test_runtime_helpers import PALETTE, colour_image, count_video_frames, make_channel_model, write_video
 from test_runtime_sources import PacedReader, live
 
-from fcn_deploy.runtime.backend import Backend
+from fcn_deploy.core.backend import Backend
 from fcn_deploy.runtime.ort_backend import OrtBackend
 from fcn_deploy.runtime.pipeline import LatestQueue, Pipeline, model_input_hw
 from fcn_deploy.runtime.sinks import ImageFolderSink, LabelSink, VideoSink

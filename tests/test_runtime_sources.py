@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from test_runtime_helpers import write_video
 
-from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.runtime.sources import (
     ImageFilesSource,
     LiveSource,

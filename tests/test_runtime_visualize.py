@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_runtime_helpers import PALETTE, channel_card, colour_image
 
-from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.runtime.visualize import Visualizer, VisualizeSpec, blend, softmax
 
 CARD = channel_card(("labels", "logits"))

@@ -8,16 +8,16 @@ import math
 import pytest
 import torch
 
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import ModelCard, Normalization
-from training.checkpoint import load_checkpoint, model_from_checkpoint
-from training.config import ModelConfig
-from training.datasets import build_dataset
-from training.evaluation import evaluate_model
-from training.fcn import build_model
-from training.loss import segmentation_loss
-from training.optim import PAPER_LR_SUM, build_optimizer, default_lr, param_groups, schedule_factor
-from training.trainer import TrainConfig, remove_stale_temps, resume_config, train
+from fcn_deploy.core.card import ModelCard, Normalization
+from fcn_deploy.core.datasets import build_dataset
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.training.checkpoint import load_checkpoint, model_from_checkpoint
+from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.training.evaluation import evaluate_model
+from fcn_deploy.training.fcn import build_model
+from fcn_deploy.training.loss import segmentation_loss
+from fcn_deploy.training.optim import PAPER_LR_SUM, build_optimizer, default_lr, param_groups, schedule_factor
+from fcn_deploy.training.trainer import TrainConfig, remove_stale_temps, resume_config, train
 
 TINY = dict(
     variant="fcn8s", width=0.0625, dataset="synthetic",
@@ -171,7 +171,7 @@ def test_evaluate_model_perfect_predictor_scores_one():
             super().__init__()
             self.lookup = {}
             norm = Normalization.preset("imagenet")
-            from fcn_deploy.preprocess import preprocess
+            from fcn_deploy.core.preprocess import preprocess
 
             for i in range(len(ds)):
                 image, labels = ds[i]

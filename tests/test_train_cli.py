@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from fcn_deploy.cli import main
-from fcn_deploy.modelcard import ModelCard
-from training.checkpoint import load_checkpoint, save_checkpoint
-from training.config import ModelConfig
-from training.fcn import build_model
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.training.checkpoint import load_checkpoint, save_checkpoint
+from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.training.fcn import build_model
 
 FCN_DEPLOY = str(Path(sys.executable).with_name("fcn-deploy"))
 TINY = ["--dataset", "synthetic", "--width", "0.0625", "--synthetic-size", "32x32", "--num-classes", "3"]

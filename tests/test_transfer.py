@@ -7,10 +7,10 @@ import pickle
 import pytest
 import torch
 
-from fcn_deploy.errors import FcnDeployError
-from training.config import ModelConfig
-from training.fcn import build_model
-from training.transfer import init_from, torch_load, transfer_vgg16
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.training.fcn import build_model
+from fcn_deploy.training.transfer import init_from, torch_load, transfer_vgg16
 
 TV_CONVS = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
             (17, 256, 512), (19, 512, 512), (21, 512, 512), (24, 512, 512), (26, 512, 512), (28, 512, 512)]

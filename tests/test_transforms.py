@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.transforms import TrainTransform
+from fcn_deploy.training.transforms import TrainTransform
 
 
 def _pair(h: int = 24, w: int = 32) -> tuple[np.ndarray, np.ndarray]:

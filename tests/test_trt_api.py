@@ -162,7 +162,7 @@ def test_capturing_logger_subclasses_the_real_ilogger(release):
 
 def _cuda_names() -> set[str]:
     """cudart names cuda_rt.py calls: call("cudaX", ...) literals and cudart().Enum.member chains."""
-    tree = ast.parse((REPO / "fcn_deploy" / "runtime" / "cuda_rt.py").read_text())
+    tree = ast.parse((REPO / "fcn_deploy" / "engine" / "cuda_rt.py").read_text())
     names = set()
     for node in ast.walk(tree):
         if (
@@ -239,8 +239,8 @@ def test_build_engine_and_backend_with_real_bindings_but_no_gpu_exit_3(release, 
     engine.write_bytes(b"plan")
     probe = (
         "import tensorrt, sys\n"
-        "from fcn_deploy.runtime.trt_backend import TrtBackend\n"
-        "from fcn_deploy.errors import MissingDependencyError\n"
+        "from fcn_deploy.engine.backend import TrtBackend\n"
+        "from fcn_deploy.core.errors import MissingDependencyError\n"
         "try:\n    TrtBackend(sys.argv[1])\n"
         "except MissingDependencyError as e:\n    print(tensorrt.__version__, e.exit_code, e)\n"
     )

@@ -29,7 +29,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = (
     *sorted((REPO / "fcn_deploy" / "engine").glob("*.py")),
-    REPO / "fcn_deploy" / "runtime" / "trt_backend.py",
 )
 # (pip package, version): JetPack 6's TensorRT and the current 11.x release.
 DEFAULT_RELEASES = (("tensorrt-cu12-bindings", "10.3.0"), ("tensorrt-cu13-bindings", "11.4.0.106"))

@@ -12,7 +12,7 @@ import logging
 import click
 
 from fcn_deploy import __version__
-from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.core.errors import FcnDeployError
 
 # name -> "module:attribute"; one line per command, kept in the order a user meets them.
 COMMANDS = {

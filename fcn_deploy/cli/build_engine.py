@@ -100,7 +100,11 @@ def command(
     """Build a strongly typed TensorRT engine (raw plan) and its manifest from an fcn-deploy ONNX model."""
     import tempfile
 
-    from fcn_deploy.atomic import sha256_file
+    from fcn_deploy.core.atomic import sha256_file
+    from fcn_deploy.core.card import ModelCard
+    from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
+    from fcn_deploy.core.onnx_io import load_onnx
+    from fcn_deploy.core.shapes import parse_hw_list
     from fcn_deploy.engine import trt_compat
     from fcn_deploy.engine.build import BuildOptions, detect_precision, engine_from_onnx, lower_onnx
     from fcn_deploy.engine.profile_shapes import (
@@ -109,10 +113,6 @@ def command(
         parse_workspace,
         profile_from_card,
     )
-    from fcn_deploy.errors import FcnDeployError, MissingDependencyError
-    from fcn_deploy.modelcard import ModelCard
-    from fcn_deploy.onnx_io import load_onnx
-    from fcn_deploy.shapes import parse_hw_list
 
     if fp16 and int8:
         raise click.UsageError("--fp16 and --int8 are exclusive; pick one")
@@ -147,7 +147,7 @@ def command(
     missing = None
     try:
         trt_compat.import_tensorrt()
-        from fcn_deploy.runtime.cuda_rt import device_info
+        from fcn_deploy.engine.cuda_rt import device_info
 
         device_info(0)  # cuda-python present and a GPU visible (else exit 3, as for TensorRT)
     except MissingDependencyError as e:

@@ -34,12 +34,12 @@ def command(checkpoint, dataset, data_root, split, resize, device, as_json, prog
     """Evaluate CHECKPOINT on whole images: pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU."""
     import sys
 
-    from fcn_deploy.errors import FcnDeployError
-    from fcn_deploy.shapes import parse_hw
-    from training.checkpoint import model_from_checkpoint
-    from training.datasets import build_dataset
-    from training.evaluation import evaluate_model
-    from training.trainer import auto_threads, resolve_device
+    from fcn_deploy.core.datasets import build_dataset
+    from fcn_deploy.core.errors import FcnDeployError
+    from fcn_deploy.core.shapes import parse_hw
+    from fcn_deploy.training.checkpoint import model_from_checkpoint
+    from fcn_deploy.training.evaluation import evaluate_model
+    from fcn_deploy.training.trainer import auto_threads, resolve_device
 
     if (threads := auto_threads()) is not None:
         import torch

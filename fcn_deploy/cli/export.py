@@ -37,8 +37,8 @@ def command(
     """Export an FCN to ONNX (dynamic H/W, model card inside), validated against PyTorch before it is written."""
     from pathlib import Path
 
-    from fcn_deploy.errors import FcnDeployError
-    from fcn_deploy.shapes import format_hw, parse_hw, parse_hw_list
+    from fcn_deploy.core.errors import FcnDeployError
+    from fcn_deploy.core.shapes import format_hw, parse_hw, parse_hw_list
 
     def hw(text, what):
         return parse_hw(text, what) if text is not None else None

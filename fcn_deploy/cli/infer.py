@@ -44,13 +44,13 @@ def command(ctx, model, camera, source, backend, device, input_size, native, out
             legend, save_labels, max_frames, show_stats, open_timeout, read_timeout, max_reconnects,
             trust_engine) -> None:  # fmt: skip
     """Segment live or recorded images with MODEL (.engine, .onnx or .pt) and show/save overlays."""
-    from fcn_deploy.errors import FcnDeployError
+    from fcn_deploy.chain.backends import open_backend
+    from fcn_deploy.core.errors import FcnDeployError
+    from fcn_deploy.core.shapes import parse_hw
     from fcn_deploy.runtime import sinks as sk
-    from fcn_deploy.runtime.factory import open_backend
     from fcn_deploy.runtime.pipeline import Pipeline, input_range
     from fcn_deploy.runtime.sources import ImageFilesSource, camera_source, open_source
     from fcn_deploy.runtime.visualize import Visualizer, VisualizeSpec
-    from fcn_deploy.shapes import parse_hw
 
     if (camera is None) == (source is None):
         raise FcnDeployError("give exactly one of --camera N (or csi://N) and --source PATH_URL_OR_GLOB")

@@ -20,12 +20,12 @@ VARIANT_CHOICES = ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(variant, num_classes, width, padding, batch_norm, learn_upsampling, input_size, as_json) -> None:
     """Describe an FCN build: parameters, multiply-adds and output size from a real forward pass."""
-    from fcn_deploy.shapes import parse_hw
-    from training.config import ModelConfig
+    from fcn_deploy.core.shapes import parse_hw
+    from fcn_deploy.training.config import ModelConfig
 
     hw = parse_hw(input_size, "--input-size")
     config = ModelConfig(variant, num_classes, width, padding, batch_norm, learn_upsampling)
-    from training.fcn import build_model, count_macs
+    from fcn_deploy.training.fcn import build_model, count_macs
 
     model = build_model(config)
     macs, out_hw = count_macs(model, hw)

@@ -23,11 +23,11 @@ def command(model, backend, device, shape, batch, warmup_s, iterations, duration
     """Time MODEL back to back: latency min/max/mean/median/p90/p95/p99, throughput, stability, environment."""
     import json
 
-    from fcn_deploy.atomic import write_text
-    from fcn_deploy.errors import FcnDeployError
+    from fcn_deploy.chain.backends import open_backend
+    from fcn_deploy.core.atomic import write_text
+    from fcn_deploy.core.errors import FcnDeployError
+    from fcn_deploy.core.shapes import parse_hw
     from fcn_deploy.profile import ProfileConfig, profile_backend
-    from fcn_deploy.runtime.factory import open_backend
-    from fcn_deploy.shapes import parse_hw
 
     if iterations is not None and duration is not None:
         raise FcnDeployError("give --iterations N or --duration S, not both")

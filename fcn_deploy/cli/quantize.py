@@ -9,7 +9,7 @@ import click
 
 
 def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
-    from fcn_deploy.errors import FcnDeployError
+    from fcn_deploy.core.errors import FcnDeployError
 
     if text is None:
         return None
@@ -49,12 +49,12 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
 def command(model, precision, calib_data, calib_dataset, data_root, calib_video, num_images, method, calib_shapes,
             target, exclude, cache, output, mean, std, seed, eval_images, fp16_max_activation, as_json) -> None:
     """Lower MODEL.onnx to INT8 or FP16, calibrated on real images, and write a JSON summary beside it."""
-    from fcn_deploy.errors import FcnDeployError
-    from fcn_deploy.shapes import parse_hw_list
+    from fcn_deploy.core.errors import FcnDeployError
+    from fcn_deploy.core.shapes import parse_hw_list
 
     if precision is None:
         raise FcnDeployError("choose a precision: --int8 or --fp16")
-    from calibration.api import QuantizeConfig, quantize
+    from fcn_deploy.calibration.api import QuantizeConfig, quantize
 
     cfg = QuantizeConfig(
         model=model, precision=precision, output=output, target=target, calib_data=calib_data,

@@ -31,9 +31,9 @@ def command(checkpoint, onnx_path, dataset, data_root, split, max_images, precis
     """Build what is missing (export, FP16/INT8, engines), evaluate each row, write report.md/json/csv and plots."""
     from pathlib import Path
 
+    from fcn_deploy.core.shapes import parse_hw_list
     from fcn_deploy.report.run import ReportConfig, build_report
     from fcn_deploy.report.write import markdown_table
-    from fcn_deploy.shapes import parse_hw_list
 
     cfg = ReportConfig(
         output=Path(output), dataset=dataset, checkpoint=Path(checkpoint) if checkpoint else None,

@@ -121,8 +121,8 @@ RUNTIME_OPTIONS = {"output", "resume", "workers", "threads", "device", "max_minu
 )
 def command(**opts) -> None:
     """Train an FCN; writes OUTPUT/last.pt each epoch, OUTPUT/best.pt on the best val mean IoU, OUTPUT/log.jsonl."""
-    from fcn_deploy.errors import FcnDeployError
-    from fcn_deploy.shapes import parse_hw
+    from fcn_deploy.core.errors import FcnDeployError
+    from fcn_deploy.core.shapes import parse_hw
 
     ctx = click.get_current_context()
     synthetic_only = (opts["num_classes"], opts["synthetic_size"], opts["synthetic_length"])
@@ -169,7 +169,7 @@ def command(**opts) -> None:
         val_every=opts["val_every"],
         amp=not opts["no_amp"],
     )
-    from training.trainer import TrainConfig, resume_config, train
+    from fcn_deploy.training.trainer import TrainConfig, resume_config, train
 
     if opts["resume"]:
         cfg = resume_config(opts["output"])[0]
@@ -198,7 +198,7 @@ def command(**opts) -> None:
 
 def _check_resume_options(ctx: click.Context, stored, output: str) -> None:
     """--resume reuses the stored config; an option given on the command line must agree with it."""
-    from fcn_deploy.errors import FcnDeployError
+    from fcn_deploy.core.errors import FcnDeployError
 
     fresh = dict(ctx.params)
     explicit = [
@@ -219,7 +219,7 @@ def _check_resume_options(ctx: click.Context, stored, output: str) -> None:
         if name in ("no_hflip", "no_amp"):
             value = not value
         elif name in direct and value is not None:
-            from fcn_deploy.shapes import parse_hw
+            from fcn_deploy.core.shapes import parse_hw
 
             value = list(parse_hw(value, f"--{name}"))
         elif name == "scale_range":

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fcn_deploy.atomic import sha256_file, write_bytes
+from fcn_deploy.core.atomic import sha256_file, write_bytes
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.engine import trt_compat
 from fcn_deploy.engine.manifest import EngineManifest, write_manifest
 from fcn_deploy.engine.profile_shapes import Profile
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def detect_precision(model: Any) -> str:
 def lower_onnx(model: Path, precision: str, output: Path, calib: dict[str, Any]) -> Path:
     """FP32 ONNX -> FP16 or Q/DQ INT8 ONNX for TensorRT, through the calibration package (`--target tensorrt`)."""
     try:
-        from calibration.api import QuantizeConfig, quantize
+        from fcn_deploy.calibration.api import QuantizeConfig, quantize
     except ImportError as e:
         raise FcnDeployError(
             f"--{precision} needs fcn-deploy's calibration package, which cannot be imported here ({e}); "
@@ -203,8 +203,8 @@ def engine_from_onnx(
     `source_onnx` is the model the user gave (the same file unless --fp16/--int8 lowered it first): the manifest
     names it, so a later `infer` can refuse an engine whose ONNX changed. Needs TensorRT and cuda-python.
     """
+    from fcn_deploy.engine import cuda_rt
     from fcn_deploy.engine.logger import capturing_logger
-    from fcn_deploy.runtime import cuda_rt
 
     onnx_path, output = Path(onnx_path), Path(output)
     check_level(options.builder_optimization_level)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from fcn_deploy import __version__
-from fcn_deploy.atomic import sha256_file, write_text
+from fcn_deploy.core.atomic import sha256_file, write_text
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.engine.trt_compat import TrtVersion
-from fcn_deploy.errors import FcnDeployError
 
 FORMAT = "fcn-deploy-engine-manifest"
 SCHEMA_VERSION = 1

@@ -9,9 +9,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import ModelCard
-from fcn_deploy.shapes import format_hw, parse_hw
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.shapes import format_hw, parse_hw
 
 # FCN accepts every H and W (paper padding pads conv1_1 by 100; "same" padding uses ceil-mode pools; the crops
 # read the size at run time), so the only size rule is the one an exported graph fixes: a static input axis.

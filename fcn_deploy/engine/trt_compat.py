@@ -13,7 +13,7 @@ import importlib.util
 import re
 from dataclasses import dataclass
 
-from fcn_deploy.errors import FcnDeployError, MissingDependencyError
+from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 
 INSTALL_HINT = (
     "install it with `pip install 'fcn-deploy[tensorrt]'` on a desktop/server with an NVIDIA GPU, "

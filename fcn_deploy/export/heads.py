@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import OutputSpec
+from fcn_deploy.core.card import OutputSpec
+from fcn_deploy.core.errors import FcnDeployError
 
 HEADS = ("labels", "logits", "probs", "labels+probs")
 DEFAULT_HEAD = "labels"

@@ -25,15 +25,15 @@ from typing import Any
 import torch
 
 from fcn_deploy import __version__
-from fcn_deploy.atomic import atomic_write, sha256_file
-from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.core.atomic import atomic_write, sha256_file
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.shapes import format_hw
 from fcn_deploy.export import validate
 from fcn_deploy.export.heads import DEFAULT_HEAD, HEADS, ExportHead, output_axes, output_specs
 from fcn_deploy.export.resize_upsample import with_resize_upsampling
-from fcn_deploy.modelcard import ModelCard
-from fcn_deploy.shapes import format_hw
-from training.config import ModelConfig
-from training.fcn import FCN, build_model
+from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.training.fcn import FCN, build_model
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ def model_for_export(
     paper's zeros) so that outputs, validation and calibration ranges downstream are not all zero."""
     requested = {"variant": variant, "num_classes": num_classes, "width": width, "padding": padding}
     if checkpoint is not None:
-        from training.checkpoint import model_from_checkpoint
+        from fcn_deploy.training.checkpoint import model_from_checkpoint
 
         model, card, _ = model_from_checkpoint(checkpoint)
         conflicts = _config_conflicts(model.config, requested)

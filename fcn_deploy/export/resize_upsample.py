@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fcn_deploy.errors import FcnDeployError
-from training.fcn import FCN, bilinear_kernel
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.training.fcn import FCN, bilinear_kernel
 
 
 class ResizeUpsample(nn.Module):

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.shapes import format_hw
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.shapes import format_hw
 
 # Every op type our exports may contain; onnx-tensorrt's docs/operators.md lists each as supported since TensorRT
 # 8.4, so TensorRT 10.3 and later parse them all.
@@ -206,7 +206,7 @@ def raise_on_failed(results: Sequence[ParityResult]) -> None:
 
 def check_onnx_file(path: str | Path) -> collections.Counter:
     """Checks for an existing file (no torch): load + full check + shape inference + operator allow-list."""
-    from fcn_deploy.onnx_io import load_onnx
+    from fcn_deploy.core.onnx_io import load_onnx
 
     model = load_onnx(path, full_check=True)
     check_structure(model, str(path))

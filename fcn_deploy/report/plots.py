@@ -7,8 +7,8 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from fcn_deploy.atomic import write_bytes
-from fcn_deploy.errors import MissingDependencyError
+from fcn_deploy.core.atomic import write_bytes
+from fcn_deploy.core.errors import MissingDependencyError
 
 PRECISION_COLOURS = {"fp32": "#1f77b4", "fp16": "#2ca02c", "int8": "#d62728"}
 BACKEND_MARKERS = {"torch": "s", "onnxruntime": "o", "tensorrt": "^"}

@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from fcn_deploy.atomic import sha256_file
-from fcn_deploy.errors import FcnDeployError, MissingDependencyError
-from fcn_deploy.modelcard import ModelCard
-from fcn_deploy.preprocess import preprocess, resize_labels
+from fcn_deploy.core.atomic import sha256_file
+from fcn_deploy.core.backend import Backend
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
+from fcn_deploy.core.preprocess import preprocess, resize_labels
+from fcn_deploy.core.shapes import format_hw
 from fcn_deploy.profile import ProfileConfig, environment, profile_backend
 from fcn_deploy.report.write import make_row, sort_rows, write_report
-from fcn_deploy.runtime.backend import Backend
-from fcn_deploy.shapes import format_hw
 
 PRECISIONS = ("fp32", "fp16", "int8")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -128,20 +128,20 @@ def check_sizes(sizes: Sequence[tuple[int, int]], card: ModelCard, source: str) 
 
 
 def card_of_checkpoint(path: Path) -> ModelCard:
-    from training.checkpoint import load_checkpoint
+    from fcn_deploy.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(path)
     return ModelCard.from_dict(ckpt["model_card"], str(path))
 
 
 def card_of_onnx(path: Path) -> ModelCard:
-    from fcn_deploy.onnx_io import load_onnx
+    from fcn_deploy.core.onnx_io import load_onnx
 
     return ModelCard.from_onnx(load_onnx(path), str(path))
 
 
 def load_dataset(cfg: ReportConfig, card: ModelCard):
-    from training.datasets import build_dataset
+    from fcn_deploy.core.datasets import build_dataset
 
     options = dict(cfg.dataset_options)
     if cfg.dataset == "synthetic" and not options:
@@ -201,12 +201,12 @@ def lower(
     fp32: Path, precision: str, target: str, output: Path, cfg: ReportConfig, calib_split: str,
     sizes: Sequence[tuple[int, int]], say: Progress,
 ) -> Path:
-    """FP16 / INT8 ONNX through calibration.api (reused when it was lowered from this FP32 file)."""
+    """FP16 / INT8 ONNX through fcn_deploy.calibration.api (reused when it was lowered from this FP32 file)."""
     parent_sha = sha256_file(fp32)
     if output.is_file() and _lowered_parent(output) == parent_sha:
         say(f"  reusing {output}")
         return output
-    from calibration.api import QuantizeConfig, quantize
+    from fcn_deploy.calibration.api import QuantizeConfig, quantize
 
     say(f"  lowering to {precision} ({target}) on {cfg.calib_images} {cfg.dataset}:{calib_split} images -> {output}")
     qc = QuantizeConfig(
@@ -257,14 +257,14 @@ class Evaluation:
 
 
 def open_row_backend(plan: RowPlan, device: str) -> Backend:
-    from fcn_deploy.runtime.factory import open_backend
+    from fcn_deploy.chain.backends import open_backend
 
     if plan.backend == "torch":
         # The trainer's policy: one thread when other jobs already fill every core (PyTorch's threads otherwise
         # wait on each other at every layer: 890 ms instead of 70 ms measured for the CamVid model here).
         import torch
 
-        from training.trainer import auto_threads
+        from fcn_deploy.training.trainer import auto_threads
 
         threads = auto_threads()
         if threads is not None:
@@ -279,7 +279,7 @@ def evaluate(
 ) -> Evaluation:
     from tqdm import tqdm
 
-    from training.metrics import ConfusionMatrix
+    from fcn_deploy.core.metrics import ConfusionMatrix
 
     cm = ConfusionMatrix(len(class_names), ignore_index)
     preds = []
@@ -302,7 +302,7 @@ def evaluate(
 
 def agreement(preds: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> tuple[float, list[float]]:
     """Pixel-weighted agreement over all images, and per image."""
-    from training.metrics import pixel_agreement
+    from fcn_deploy.core.metrics import pixel_agreement
 
     per_image = [pixel_agreement(p, r) for p, r in zip(preds, ref, strict=True)]
     same = sum(float(np.count_nonzero(p == r)) for p, r in zip(preds, ref, strict=True))
@@ -541,7 +541,7 @@ def backend_check_profile(backend: Backend, size: tuple[int, int]) -> None:
 
 def _row_bytes(plan: RowPlan) -> int:
     if plan.backend == "torch":
-        from training.checkpoint import load_checkpoint
+        from fcn_deploy.training.checkpoint import load_checkpoint
 
         state = load_checkpoint(plan.model)["state_dict"]  # weights only: the .pt also holds optimiser state
         return int(sum(t.numel() * t.element_size() for t in state.values()))

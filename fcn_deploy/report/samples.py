@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from fcn_deploy.atomic import write_bytes
-from fcn_deploy.preprocess import resize_labels
+from fcn_deploy.core.atomic import write_bytes
+from fcn_deploy.core.preprocess import resize_labels
 from fcn_deploy.runtime.visualize import colorize, palette_lut
 
 HEADER_PX = 16

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fcn_deploy.atomic import write_text
+from fcn_deploy.core.atomic import write_text
 
 ROW_KEYS = (
     "backend",

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from fcn_deploy.errors import FcnDeployError, MissingDependencyError
-from fcn_deploy.modelcard import ModelCard
-from fcn_deploy.onnx_io import load_onnx
-from fcn_deploy.runtime.backend import Backend
+from fcn_deploy.core.backend import Backend
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
+from fcn_deploy.core.onnx_io import load_onnx
 
 TRT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcn-deploy" / "ort-tensorrt"
 

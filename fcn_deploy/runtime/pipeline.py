@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.preprocess import preprocess, resize_labels
-from fcn_deploy.runtime.backend import Backend
+from fcn_deploy.core.backend import Backend
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.preprocess import preprocess, resize_labels
 from fcn_deploy.runtime.sinks import Sink
 from fcn_deploy.runtime.sources import Frame, Source
 from fcn_deploy.runtime.stats import RunStats

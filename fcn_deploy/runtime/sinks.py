@@ -1,6 +1,6 @@
 """Where rendered frames go: a window, a video file, a folder of images, raw label PNGs.
 
-Files appear only complete: images via fcn_deploy.atomic; a video is written to a temp file beside the target
+Files appear only complete: images via fcn_deploy.core.atomic; a video is written to a temp file beside the target
 and moved into place by `close()`, which the pipeline calls on every exit path, Ctrl-C included, so an
 interrupted run leaves a playable video of the frames processed so far.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fcn_deploy.atomic import publish, reserve_temp, write_bytes
-from fcn_deploy.errors import FcnDeployError
+from fcn_deploy.core.atomic import publish, reserve_temp, write_bytes
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.runtime.sources import Frame, _cv2
 
 log = logging.getLogger(__name__)

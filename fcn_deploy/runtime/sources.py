@@ -23,8 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
-from fcn_deploy.errors import FcnDeployError, MissingDependencyError
-from fcn_deploy.preprocess import to_rgb
+from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
+from fcn_deploy.core.preprocess import to_rgb
 
 log = logging.getLogger(__name__)
 

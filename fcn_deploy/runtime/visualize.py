@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fcn_deploy.errors import FcnDeployError
-from fcn_deploy.modelcard import ModelCard
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
 
 MODES = ("overlay", "mask", "side-by-side", "heatmap")
 

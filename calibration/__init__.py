@@ -1,4 +1,0 @@
-"""Precision lowering: calibration images, per-tensor ranges and their cache, INT8 Q/DQ, FP16, held-out summary.
-
-Public entry point: `from calibration.api import QuantizeConfig, quantize`.
-"""

@@ -1,0 +1,263 @@
+"""`quantize(QuantizeConfig) -> QuantizeResult`: an FP32 fcn-deploy ONNX in, an INT8 (Q/DQ) or FP16 ONNX out.
+
+Steps: load and check the model, pick calibration and held-out images, get per-tensor ranges (from a matching
+cache, else by streaming the calibration images through the FP32 model), lower, check, then evaluate on held-out
+images and write the model and its JSON summary atomically (nothing is written if any step fails).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fcn_deploy.calibration import cache as calib_cache
+from fcn_deploy.calibration import fp16, int8, ranges
+from fcn_deploy.calibration.images import ImageSet, from_dataset, from_folder, from_video
+from fcn_deploy.calibration.reader import ImageReader
+from fcn_deploy.calibration.summary import compare, labels_output
+from fcn_deploy.core.atomic import sha256_file, write_bytes, write_text
+from fcn_deploy.core.card import METADATA_KEY, ModelCard, Normalization
+from fcn_deploy.core.errors import FcnDeployError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("int8", "fp16")
+PROVENANCE_KEY = "fcn_deploy.precision"  # provenance of a card-less model (the card holds it otherwise)
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    model: Path
+    precision: str  # "int8" | "fp16"
+    output: Path | None = None  # default MODEL.int8.onnx / MODEL.fp16.onnx
+    target: str = "tensorrt"  # "tensorrt" | "onnxruntime" (INT8 flavour)
+    calib_data: Path | None = None  # folder of images
+    calib_dataset: str | None = None  # "camvid" or "camvid:train"
+    data_root: Path | None = None
+    calib_video: Path | None = None
+    num_images: int = 300
+    method: str = "entropy"  # entropy | percentile | minmax
+    calib_shapes: tuple[tuple[int, int], ...] | None = None  # default: the card's opt shape (or a static input)
+    exclude: tuple[str, ...] = ()  # node names or op types kept in FP32
+    float_ends: bool = True  # INT8: also keep int8.float_ends (first conv, output head) in FP32; see there why
+    cache: Path | None = None
+    mean: tuple[float, float, float] | None = None  # for an ONNX without model card: RGB, pixel/255 units
+    std: tuple[float, float, float] | None = None
+    seed: int = 0
+    eval_images: int | None = 50  # held-out images for the summary (None = all)
+    latency_runs: int = 5
+    latency_shape: tuple[int, int] | None = None  # default: the first held-out image at the first calib shape
+    fp16_max_activation: float = fp16.DATA_MAX
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    output: Path
+    summary: dict[str, Any]
+    summary_path: Path
+    cache_hit: bool
+
+
+def default_output(model: Path, precision: str) -> Path:
+    return model.with_name(f"{model.name.removesuffix('.onnx')}.{precision}.onnx")
+
+
+def _check_config(cfg: QuantizeConfig) -> None:
+    if cfg.precision not in PRECISIONS:
+        raise FcnDeployError(f"precision {cfg.precision!r}: choose int8 or fp16")
+    if cfg.target not in int8.TARGETS:
+        raise FcnDeployError(f"--target {cfg.target!r}: choose one of {', '.join(int8.TARGETS)}")
+    if cfg.method not in ranges.METHODS:
+        raise FcnDeployError(f"--method {cfg.method!r}: choose one of {', '.join(ranges.METHODS)}")
+    if cfg.num_images < 1:
+        raise FcnDeployError(f"--num-images {cfg.num_images}: must be at least 1")
+    sources = [s for s in (cfg.calib_data, cfg.calib_dataset, cfg.calib_video) if s is not None]
+    if not sources:
+        raise FcnDeployError(
+            f"{cfg.model}: {cfg.precision.upper()} needs calibration images (never random scales); "
+            "pass --calib-data DIR, --calib-dataset NAME[:SPLIT] --data-root DIR, or --calib-video FILE"
+        )
+    if len(sources) > 1:
+        raise FcnDeployError("give one calibration source: --calib-data, --calib-dataset or --calib-video")
+
+
+def _card_and_norm(model: Any, cfg: QuantizeConfig) -> tuple[ModelCard | None, Normalization]:
+    has_card = any(p.key == METADATA_KEY for p in model.metadata_props)
+    if has_card:
+        card = ModelCard.from_onnx(model, str(cfg.model))
+        if card.precision != "fp32":
+            raise FcnDeployError(f"{cfg.model}: is already {card.precision}; quantize the FP32 model instead")
+        if cfg.mean is not None or cfg.std is not None:
+            log.warning("%s: has a model card; ignoring --mean/--std in favour of its normalisation", cfg.model)
+        return card, card.normalization
+    if cfg.mean is None or cfg.std is None:
+        raise FcnDeployError(
+            f"{cfg.model}: has no fcn-deploy model card, so its preprocessing is unknown; pass --mean and --std "
+            "(RGB, pixel/255 units, e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225) or export it with "
+            "`fcn-deploy export`"
+        )
+    return None, Normalization(tuple(cfg.mean), tuple(cfg.std), "RGB", 1.0 / 255.0)
+
+
+def _select_images(cfg: QuantizeConfig) -> tuple[ImageSet, ImageSet]:
+    if cfg.calib_data is not None:
+        return from_folder(cfg.calib_data, cfg.num_images, cfg.seed, cfg.eval_images)
+    if cfg.calib_dataset is not None:
+        return from_dataset(cfg.calib_dataset, cfg.data_root, cfg.num_images, cfg.seed, cfg.eval_images)
+    return from_video(cfg.calib_video, cfg.num_images, cfg.seed, cfg.eval_images)
+
+
+def _input_and_shapes(model: Any, card: ModelCard | None, cfg: QuantizeConfig):
+    weights = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1:
+        raise FcnDeployError(f"{cfg.model}: expected one image input, found {[i.name for i in inputs]}")
+    name = inputs[0].name
+    dims = inputs[0].type.tensor_type.shape.dim
+    static = tuple(d.dim_value for d in dims[2:4]) if len(dims) == 4 and all(d.dim_value for d in dims[2:4]) else None
+    if cfg.calib_shapes:
+        if static and any(tuple(s) != static for s in cfg.calib_shapes):
+            raise FcnDeployError(f"{cfg.model}: input is fixed at {static[0]}x{static[1]}; "
+                                 f"--calib-shapes {cfg.calib_shapes} cannot be fed")
+        return name, tuple(tuple(s) for s in cfg.calib_shapes)
+    if static:
+        return name, (static,)
+    return name, ((tuple(card.opt_shape),) if card else (None,))
+
+
+def quantize(cfg: QuantizeConfig) -> QuantizeResult:
+    import onnx
+
+    from fcn_deploy.core.onnx_io import load_onnx
+
+    _check_config(cfg)
+    model = load_onnx(cfg.model)
+    reason = int8.is_lowered(model)
+    if reason:
+        raise FcnDeployError(f"{cfg.model}: already lowered ({reason}); quantize the FP32 model instead")
+    card, norm = _card_and_norm(model, cfg)
+    output = Path(cfg.output) if cfg.output else default_output(Path(cfg.model), cfg.precision)
+    if output.resolve() == Path(cfg.model).resolve():
+        raise FcnDeployError(f"{output}: the output would overwrite the input model; choose another --output")
+    input_name, shapes = _input_and_shapes(model, card, cfg)
+    exclude_nodes = int8.resolve_exclude(model, cfg.exclude)
+    if cfg.precision == "int8":
+        convs = {n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")}
+        if not convs - set(exclude_nodes):
+            raise FcnDeployError(
+                f"{cfg.model}: --exclude keeps every Conv/ConvTranspose in float, so nothing would be quantized; "
+                "exclude fewer nodes"
+            )
+        ends = set(int8.float_ends(model)) if cfg.float_ends else set()
+        if convs - set(exclude_nodes) - ends:
+            exclude_nodes = sorted(set(exclude_nodes) | ends)
+        elif ends:  # a model this small is all "ends": quantize it whole rather than not at all
+            log.warning("%s: too few layers to keep the first conv and the output head in FP32; quantizing all",
+                        cfg.model)
+    calib_images, held_out = _select_images(cfg)
+    if not len(held_out):
+        log.warning("no held-out images left; the summary compares on the calibration images themselves")
+        held_out = calib_images
+
+    key = calib_cache.CacheKey(
+        onnx_sha256=sha256_file(cfg.model),
+        images=calib_images.fingerprint,
+        preprocessing={"mean": list(norm.mean), "std": list(norm.std), "channel_order": norm.channel_order,
+                       "scale": norm.scale},
+        method=cfg.method if cfg.precision == "int8" else "minmax",
+        num_images=len(calib_images),
+        shapes=shapes,
+        statistic=cfg.precision,
+    )
+    cached = calib_cache.load(cfg.cache, key) if cfg.cache else None
+
+    def reader() -> ImageReader:
+        return ImageReader(calib_images, norm, input_name, shapes)
+
+    with tempfile.TemporaryDirectory(prefix="fcn-quantize.") as tmp:
+        work = Path(tmp)
+        if cfg.precision == "int8":
+            source = int8.prepare(Path(cfg.model), work / "prepared.onnx")
+            op_types = int8.calibration_op_types()
+        else:
+            source = work / "model.onnx"
+            onnx.save(onnx.shape_inference.infer_shapes(model), str(source))
+            op_types = None
+        prepared = onnx.load(str(source))
+        if cached is None:
+            tensors = ranges.calibration_tensors(prepared, op_types)
+            log.info("calibrating %d tensors on %d images at %s (%s)", len(tensors), len(calib_images),
+                     shapes, key.method)
+            tensor_ranges = ranges.collect_ranges(source, reader(), tensors, key.method)
+            if cfg.cache:
+                calib_cache.save(cfg.cache, key, tensor_ranges)
+        else:
+            log.info("calibration cache %s matches: skipping calibration", cfg.cache)
+            tensor_ranges = cached
+
+        if cfg.precision == "int8":
+            lowered = int8.quantize_qdq(prepared, tensor_ranges, cfg.target, exclude_nodes)
+            kept = exclude_nodes
+            details = {"target": cfg.target, "method": cfg.method, "tool": _ort_tool(),
+                       "weight_bits": 8 if cfg.target == "tensorrt" else 7}
+        else:
+            keep = fp16.block_list(prepared, tensor_ranges, cfg.fp16_max_activation, exclude_nodes)
+
+            def feeds():
+                r = reader()
+                while (f := r.get_next()) is not None:
+                    yield f
+
+            lowered, kept = fp16.lower(prepared, keep, feeds)
+            details = {"fp16_max_activation": cfg.fp16_max_activation, "tool": "onnxconverter-common float16"}
+
+        provenance = {
+            "precision": cfg.precision,
+            **details,
+            "parent_onnx_sha256": key.onnx_sha256,
+            "calibration_source": calib_images.source,
+            "num_images": len(calib_images),
+            "skipped_images": calib_images.skipped,
+            "shapes": [list(s) if s else None for s in shapes],
+            "cache_key": key.digest(),
+            "excluded_nodes": list(exclude_nodes),
+            "kept_fp32_nodes": list(kept),
+        }
+        _attach(lowered, card, provenance)
+        data = lowered.SerializeToString()
+        out_name = labels_output([(o.name, o.kind) for o in card.outputs]) if card else None
+        summary = compare(
+            str(cfg.model), data, held_out, norm, input_name, out_name, shapes[0],
+            latency_runs=cfg.latency_runs, latency_shape=cfg.latency_shape, class_names=card.class_names if card else None,
+        )
+    summary = {"model": str(output), "parent": str(cfg.model), "held_out": held_out is not calib_images,
+               "cache_hit": cached is not None, **provenance, **summary}
+    summary_path = output.with_suffix(".json")
+    write_bytes(output, data)
+    write_text(summary_path, json.dumps(summary, indent=1, default=_json_default) + "\n")
+    return QuantizeResult(output, summary, summary_path, cached is not None)
+
+
+def _attach(model: Any, card: ModelCard | None, provenance: dict[str, Any]) -> None:
+    if card is not None:
+        card.replace(precision=provenance["precision"], provenance={**card.provenance, "lowering": provenance}) \
+            .attach(model)
+        return
+    entry = model.metadata_props.add()
+    entry.key, entry.value = PROVENANCE_KEY, json.dumps(provenance, sort_keys=True)
+
+
+def _ort_tool() -> str:
+    import onnxruntime
+
+    return f"onnxruntime.quantization.QDQQuantizer {onnxruntime.__version__}"
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")

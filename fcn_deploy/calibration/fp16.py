@@ -1,0 +1,123 @@
+"""FP16 by mixed precision: FP32 graph inputs/outputs, and FP32 kept wherever FP16 would overflow.
+
+A node stays FP32 when its outputs exceeded `data_max` on the calibration images (ModelOpt AutoCast's rule and
+default, 512: it leaves headroom for the sums inside the next layer) or when one of its weights does not fit in
+FP16 (|w| > 65504), or when the user excluded it. The conversion itself is onnxconverter-common's float16
+converter (pure Python, inserts the Cast nodes at FP16/FP32 boundaries). The result is then run on the calibration
+images and refused if any tensor is inf/NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fcn_deploy.calibration.ranges import TensorRange
+from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
+
+DATA_MAX = 512.0
+FP16_MAX = 65504.0
+
+
+def block_list(
+    model: Any, absmax: dict[str, TensorRange], data_max: float, exclude_nodes: Sequence[str]
+) -> list[str]:
+    """Names of the nodes to keep in FP32."""
+    from onnx import numpy_helper
+
+    big_weights = {
+        init.name
+        for init in model.graph.initializer
+        if init.data_type == 1 and np.abs(numpy_helper.to_array(init)).max(initial=0.0) > FP16_MAX
+    }
+    keep = set(exclude_nodes)
+    for node in model.graph.node:
+        if big_weights & set(node.input):
+            keep.add(node.name)
+        # a big input would be cast to FP16 on its way in, a big output overflow inside the node
+        if any(name in absmax and absmax[name].amax > data_max for name in (*node.input, *node.output)):
+            keep.add(node.name)
+    return sorted(keep)
+
+
+def convert(model: Any, keep_fp32: Sequence[str]) -> Any:
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise MissingDependencyError(
+            "FP16 lowering needs onnxconverter-common: pip install onnxconverter-common"
+        ) from None
+    import warnings
+
+    import onnx
+
+    with warnings.catch_warnings():  # one warning per tiny weight flushed to FP16's smallest normal value
+        warnings.simplefilter("ignore", UserWarning)
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, node_block_list=list(keep_fp32), max_finite_val=FP16_MAX
+        )
+    return onnx.shape_inference.infer_shapes(converted)
+
+
+def nonfinite_nodes(model: Any, feeds: Iterable[dict[str, np.ndarray]]) -> list[str]:
+    """Nodes producing an inf/NaN on any feed, in graph order (empty when all is finite)."""
+    import onnx
+    import onnxruntime as ort
+
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    typed = {vi.name: vi for vi in (*model.graph.value_info, *model.graph.output)}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    producer: dict[str, str] = {}
+    for node in probe.graph.node:
+        for name in node.output:
+            vi = typed.get(name)
+            if vi is not None and vi.type.tensor_type.elem_type in float_types:
+                producer[name] = node.name
+                if name not in existing:
+                    probe.graph.output.append(vi)
+    names = list(producer)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    bad: set[str] = set()
+    for feed in feeds:
+        for name, value in zip(names, session.run(names, feed), strict=True):
+            if not np.isfinite(value).all():
+                bad.add(producer[name])
+    return [n.name for n in model.graph.node if n.name in bad]
+
+
+def _blame(converted: Any, bad: Sequence[str], original: set[str]) -> set[str]:
+    """Nodes of the FP32 graph to keep FP32 for `bad` nodes; a Cast the converter inserted blames its consumers."""
+    blamed: set[str] = set()
+    todo, seen = list(bad), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in original:
+            blamed.add(name)
+            continue
+        node = next((n for n in converted.graph.node if n.name == name), None)
+        outs = set(node.output) if node is not None else set()
+        todo += [c.name for c in converted.graph.node if outs & set(c.input)]
+    return blamed
+
+
+def lower(model: Any, keep_fp32: Sequence[str], feeds_factory, max_rounds: int = 3) -> tuple[Any, list[str]]:
+    """Convert, check on the calibration feeds, and keep any overflowing node FP32 until the result is finite."""
+    keep = list(keep_fp32)
+    original = {n.name for n in model.graph.node}
+    for _ in range(max_rounds):
+        converted = convert(model, keep)
+        bad = nonfinite_nodes(converted, feeds_factory())
+        if not bad:
+            return converted, keep
+        keep = sorted(set(keep) | _blame(converted, bad, original))
+    raise FcnDeployError(
+        f"FP16 model still produces inf/NaN on calibration images at nodes {bad[:5]}; "
+        "keep them FP32 with --exclude or lower --fp16-max-activation"
+    )

@@ -1,0 +1,68 @@
+"""Checkpoints: weights + model config + model card (+ training state), loadable with weights_only=True alone.
+
+Everything is stored as tensors and plain Python containers/scalars/strings, so `torch.load(..., weights_only=True)`
+needs no allow-listed classes. Written to a temp file and moved into place (fcn_deploy.core.atomic).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fcn_deploy.core.atomic import sha256_file, write_bytes
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.training.fcn import FCN, build_model
+from fcn_deploy.training.transfer import torch_load
+
+FORMAT = "fcn-deploy-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | Path, model: FCN, card: ModelCard, **training_state: Any) -> None:
+    """training_state: optimizer, scheduler, epoch, best_miou, train_config, ... (plain data or state dicts)."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": dataclasses.asdict(model.config),
+        "model_card": card.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **training_state,
+    }
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, checked to be ours (weights_only=True: an unsafe pickle is refused)."""
+    ckpt = torch_load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise FcnDeployError(
+            f"{path}: not an fcn-deploy checkpoint (no '{FORMAT}' header); train one with `fcn-deploy train`"
+        )
+    if ckpt.get("version") != VERSION:
+        raise FcnDeployError(f"{path}: checkpoint version {ckpt.get('version')} is not supported (need {VERSION})")
+    return ckpt
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[FCN, ModelCard, dict[str, Any]]:
+    """Build the model the checkpoint describes and load its weights; the card gets the file's sha256."""
+    ckpt = load_checkpoint(path)
+    try:
+        config = ModelConfig(**ckpt["model_config"])
+    except TypeError as e:
+        raise FcnDeployError(f"{path}: malformed model_config ({e})") from None
+    model = build_model(config)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise FcnDeployError(f"{path}: weights do not match the stored model config ({first})") from None
+    card = ModelCard.from_dict(ckpt["model_card"], str(path)).replace(checkpoint_sha256=sha256_file(path))
+    return model, card, ckpt
