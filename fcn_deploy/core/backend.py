@@ -1,26 +1,85 @@
-"""The one small interface every inference backend implements."""
+"""The one contract every inference backend implements, with every capability its callers need declared.
+
+Callers (the pipeline, profile, scoring, report) read these attributes and never probe a backend with getattr:
+a backend that lacks a capability says so through the declared default (None / False / an empty tuple).
+"""
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.shapes import format_hw
+
+
+@dataclass(frozen=True)
+class InputSizes:
+    """The HxW range a loaded model accepts (a TensorRT profile, a static ONNX, or the card's range)."""
+
+    min_hw: tuple[int, int]
+    opt_hw: tuple[int, int]
+    max_hw: tuple[int, int]
+
+    @property
+    def fixed(self) -> tuple[int, int] | None:
+        """The one size a static model takes, else None."""
+        return self.min_hw if self.min_hw == self.max_hw else None
+
+    def contains(self, hw: Sequence[int]) -> bool:
+        return all(lo <= int(x) <= hi for lo, x, hi in zip(self.min_hw, hw, self.max_hw, strict=True))
+
+    def check(self, hw: Sequence[int], source: str) -> None:
+        """A clear error instead of a runtime failure for a size outside the range."""
+        if not self.contains(hw):
+            raise FcnDeployError(
+                f"{source}: input {format_hw(tuple(hw))} is outside the model's range {format_hw(self.min_hw)} .. "
+                f"{format_hw(self.max_hw)}; resize the input (--input-size) or rebuild/re-export for that size"
+            )
 
 
 class Backend(abc.ABC):
-    """Load once, run batches, describe itself. Sources, pipelining, drawing and timing live elsewhere."""
+    """Load once, run batches, describe itself. Sources, pipelining, drawing, timing and scoring live elsewhere.
+
+    Declared capabilities (override where a backend has them):
+      input_sizes    the accepted HxW range (TensorRT profile, static graph, else the card's min/opt/max)
+      output_kinds   what run() returns beside "labels": a subset of ("logits", "probs")
+      device_timing  True when last_device_ms holds the device time of the last run (CUDA events)
+      per_layer      True when layer_times() reports per-layer milliseconds
+    """
 
     name: str = "backend"
     card: ModelCard
+    device_timing: bool = False
+    per_layer: bool = False
+    last_device_ms: float | None = None
 
     @abc.abstractmethod
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """N x 3 x H x W float32 (already preprocessed) -> outputs keyed by kind:
         "labels" (N x H x W integer class map) and, when the model has them, "logits" or "probs" (N x C x H x W).
         """
+
+    @property
+    def input_sizes(self) -> InputSizes:
+        c = self.card
+        return InputSizes(tuple(c.min_shape), tuple(c.opt_shape), tuple(c.max_shape))
+
+    @property
+    def output_kinds(self) -> tuple[str, ...]:
+        return tuple(o.kind for o in self.card.outputs if o.kind != "labels")
+
+    def layer_times(self, batch: np.ndarray, iterations: int) -> list[dict[str, Any]]:
+        """[{'name': layer, 'ms': mean per run}] for backends with per_layer; the others refuse."""
+        raise FcnDeployError(
+            f"--per-layer: the {self.name} backend does not report per-layer times; "
+            "per-layer timing needs a TensorRT engine (run it on --backend tensorrt)"
+        )
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}

@@ -12,30 +12,9 @@ from fcn_deploy.core.backend import Backend
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 from fcn_deploy.core.onnx_io import load_onnx
+from fcn_deploy.core.outputs import normalize_outputs
 
 TRT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcn-deploy" / "ort-tensorrt"
-
-
-def scores_to_labels(scores: np.ndarray) -> np.ndarray:
-    """N x C x H x W scores -> N x H x W class map (argmax over classes; softmax does not change it)."""
-    labels = scores.argmax(axis=1)
-    return labels.astype(np.uint8 if scores.shape[1] <= 256 else np.int32)
-
-
-def normalize_outputs(outs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Shared by every backend: labels N x H x W (squeezing a singleton channel), argmax when only scores exist."""
-    if "labels" in outs:
-        labels = outs["labels"]
-        if labels.ndim == 4 and labels.shape[1] == 1:
-            outs["labels"] = labels[:, 0]
-    else:
-        scores = outs.get("probs", outs.get("logits"))
-        if scores is None:
-            raise FcnDeployError(
-                "model has no labels, logits or probs output; re-export it with `fcn-deploy export`"
-            )
-        outs["labels"] = scores_to_labels(scores)
-    return outs
 
 
 def choose_providers(device: str, available: list[str]) -> list[Any]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from fcn_deploy.core.backend import Backend
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
-from fcn_deploy.runtime.ort_backend import normalize_outputs
+from fcn_deploy.core.outputs import normalize_outputs
 
 
 class TorchBackend(Backend):
