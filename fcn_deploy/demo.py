@@ -53,7 +53,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), echo: Callable[[str], None] | None 
     say = echo or _stderr
     out = Path(cfg.output)
     check_output_dir(out)
-    from fcn_deploy.training.trainer import TrainConfig, train
+    from fcn_deploy.training.config import TrainConfig
+    from fcn_deploy.training.trainer import train
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()

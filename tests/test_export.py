@@ -14,6 +14,7 @@ import torch
 
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.model_config import ModelConfig
 from fcn_deploy.core.onnx_io import load_onnx
 from fcn_deploy.export import ExportOptions, export_onnx, model_for_export
 from fcn_deploy.export.resize_upsample import check_fixed_bilinear
@@ -24,7 +25,6 @@ from fcn_deploy.export.validate import (
     parity,
     raise_on_failed,
 )
-from fcn_deploy.training.config import ModelConfig
 from fcn_deploy.training.fcn import FCN
 
 SIZES = [(1, 1), (17, 17), (33, 47), (64, 96)]

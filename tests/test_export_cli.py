@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from fcn_deploy.cli import main
 from fcn_deploy.core.atomic import sha256_file
 from fcn_deploy.core.card import ModelCard, Normalization
+from fcn_deploy.core.model_config import ModelConfig
 from fcn_deploy.core.onnx_io import load_onnx
 from fcn_deploy.training.checkpoint import save_checkpoint
-from fcn_deploy.training.config import ModelConfig
 from fcn_deploy.training.fcn import build_model
 
 SMALL = ["--width", "0.0625", "--num-classes", "3", "--input-size", "40x56"]

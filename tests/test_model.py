@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.core.model_config import ModelConfig
 from fcn_deploy.training.fcn import bilinear_kernel, build_model, count_macs
 from fcn_deploy.training.geometry import derived_offsets
 

@@ -32,8 +32,8 @@ def tiny_checkpoint(path: Path) -> Path:
     import torch
 
     from fcn_deploy.core.datasets import build_dataset
+    from fcn_deploy.core.model_config import ModelConfig
     from fcn_deploy.training.checkpoint import save_checkpoint
-    from fcn_deploy.training.config import ModelConfig
     from fcn_deploy.training.fcn import build_model
 
     ds = build_dataset("synthetic", None, "train", **SYNTHETIC)

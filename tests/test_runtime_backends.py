@@ -76,8 +76,8 @@ def test_factory_choice_and_errors(tmp_path):
 def test_torch_backend_runs_a_training_checkpoint(tmp_path):
     torch = pytest.importorskip("torch")
     from fcn_deploy.core.card import ModelCard
+    from fcn_deploy.core.model_config import ModelConfig
     from fcn_deploy.training.checkpoint import save_checkpoint
-    from fcn_deploy.training.config import ModelConfig
     from fcn_deploy.training.fcn import build_model
 
     torch.manual_seed(0)

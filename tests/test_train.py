@@ -11,13 +11,16 @@ import torch
 from fcn_deploy.core.card import ModelCard, Normalization
 from fcn_deploy.core.datasets import build_dataset
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.model_config import ModelConfig
 from fcn_deploy.training.checkpoint import load_checkpoint, model_from_checkpoint
-from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.training.config import TrainConfig
 from fcn_deploy.training.evaluation import evaluate_model
 from fcn_deploy.training.fcn import build_model
 from fcn_deploy.training.loss import segmentation_loss
-from fcn_deploy.training.optim import PAPER_LR_SUM, build_optimizer, default_lr, param_groups, schedule_factor
-from fcn_deploy.training.trainer import TrainConfig, remove_stale_temps, resume_config, train
+from fcn_deploy.training.optim import build_optimizer, param_groups, schedule_factor
+from fcn_deploy.training.recipes import PAPER_LR_SUM, default_lr
+from fcn_deploy.training.run_dir import remove_stale_temps, resume_config
+from fcn_deploy.training.trainer import train
 
 TINY = dict(
     variant="fcn8s", width=0.0625, dataset="synthetic",

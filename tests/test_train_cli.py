@@ -17,8 +17,8 @@ from PIL import Image
 
 from fcn_deploy.cli import main
 from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.model_config import ModelConfig
 from fcn_deploy.training.checkpoint import load_checkpoint, save_checkpoint
-from fcn_deploy.training.config import ModelConfig
 from fcn_deploy.training.fcn import build_model
 
 FCN_DEPLOY = str(Path(sys.executable).with_name("fcn-deploy"))

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.core.model_config import ModelConfig
 from fcn_deploy.training.fcn import build_model
-from fcn_deploy.training.transfer import init_from, torch_load, transfer_vgg16
+from fcn_deploy.training.transfer import init_from, transfer_vgg16
+from fcn_deploy.training.weights_io import torch_load
 
 TV_CONVS = [(0, 3, 64), (2, 64, 64), (5, 64, 128), (7, 128, 128), (10, 128, 256), (12, 256, 256), (14, 256, 256),
             (17, 256, 512), (19, 512, 512), (21, 512, 512), (24, 512, 512), (26, 512, 512), (28, 512, 512)]

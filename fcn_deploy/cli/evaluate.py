@@ -38,8 +38,8 @@ def command(checkpoint, dataset, data_root, split, resize, device, as_json, prog
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.core.shapes import parse_hw
     from fcn_deploy.training.checkpoint import model_from_checkpoint
+    from fcn_deploy.training.device import auto_threads, resolve_device
     from fcn_deploy.training.evaluation import evaluate_model
-    from fcn_deploy.training.trainer import auto_threads, resolve_device
 
     if (threads := auto_threads()) is not None:
         import torch

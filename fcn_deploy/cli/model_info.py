@@ -6,14 +6,16 @@ import json
 
 import click
 
-VARIANT_CHOICES = ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]
+from fcn_deploy.core.model_config import PADDINGS, VARIANTS, ModelConfig
+
+DEFAULT = ModelConfig()
 
 
 @click.command("model-info")
-@click.option("--variant", type=click.Choice(VARIANT_CHOICES), default="fcn8s", show_default=True)
-@click.option("--num-classes", type=int, default=21, show_default=True)
-@click.option("--width", type=float, default=1.0, show_default=True, help="Trunk channel multiplier.")
-@click.option("--padding", type=click.Choice(["paper", "same"]), default="paper", show_default=True)
+@click.option("--variant", type=click.Choice(VARIANTS), default=DEFAULT.variant, show_default=True)
+@click.option("--num-classes", type=int, default=DEFAULT.num_classes, show_default=True)
+@click.option("--width", type=float, default=DEFAULT.width, show_default=True, help="Trunk channel multiplier.")
+@click.option("--padding", type=click.Choice(PADDINGS), default=DEFAULT.padding, show_default=True)
 @click.option("--batch-norm", is_flag=True, help="Batch norm after every trunk convolution.")
 @click.option("--learn-upsampling", is_flag=True, help="Count the bilinear upsampling kernels as learned.")
 @click.option("--input-size", default="500x500", show_default=True, help="HxW for multiply-adds and output size.")
@@ -21,7 +23,6 @@ VARIANT_CHOICES = ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]
 def command(variant, num_classes, width, padding, batch_norm, learn_upsampling, input_size, as_json) -> None:
     """Describe an FCN build: parameters, multiply-adds and output size from a real forward pass."""
     from fcn_deploy.core.shapes import parse_hw
-    from fcn_deploy.training.config import ModelConfig
 
     hw = parse_hw(input_size, "--input-size")
     config = ModelConfig(variant, num_classes, width, padding, batch_norm, learn_upsampling)

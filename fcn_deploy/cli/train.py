@@ -3,35 +3,47 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-VARIANT_CHOICES = ["fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"]
-DATASET_CHOICES = ["voc", "cityscapes", "camvid", "folder", "synthetic"]
+from fcn_deploy.core.card import NORMALIZATIONS
+from fcn_deploy.core.datasets import DATASETS
+from fcn_deploy.core.model_config import PADDINGS, VARIANTS
+from fcn_deploy.training.config import DEFAULTS
+from fcn_deploy.training.recipes import (
+    ADAMW_LR,
+    ADAMW_WEIGHT_DECAY,
+    DEFAULT_REDUCTION,
+    DEFAULT_SCHEDULE,
+    OPTIMIZERS,
+    REDUCTIONS,
+    SCHEDULES,
+    SGD_WEIGHT_DECAY,
+)
+
 # Options that only say where or how fast to run; they may change between a run and its --resume.
 RUNTIME_OPTIONS = {"output", "resume", "workers", "threads", "device", "max_minutes", "progress"}
 
 
 @click.command("train")
-@click.option("--variant", type=click.Choice(VARIANT_CHOICES), default="fcn8s", show_default=True)
-@click.option("--dataset", type=click.Choice(DATASET_CHOICES), required=True)
+@click.option("--variant", type=click.Choice(VARIANTS), default=DEFAULTS.variant, show_default=True)
+@click.option("--dataset", type=click.Choice(DATASETS), required=True)
 @click.option(
     "--data-root", type=click.Path(file_okay=False), help="Dataset folder (not needed for synthetic)."
 )
-@click.option("--width", type=float, default=1.0, show_default=True, help="Trunk channel multiplier.")
+@click.option("--width", type=float, default=DEFAULTS.width, show_default=True, help="Trunk channel multiplier.")
 @click.option(
     "--padding",
-    type=click.Choice(["paper", "same"]),
-    default="same",
+    type=click.Choice(PADDINGS),
+    default=DEFAULTS.padding,
     show_default=True,
     help="paper: the 100-pixel input pad of Long et al.; same: no pad, cheaper, edge-friendly.",
 )
 @click.option(
     "--batch-norm", is_flag=True, help="Batch norm after every trunk convolution (from-scratch training)."
 )
-@click.option("--epochs", type=int, default=50, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True)
 @click.option("--crop", help="Training crop HxW (random, ignore-padded); default: whole images.")
 @click.option(
     "--resize",
@@ -42,41 +54,49 @@ RUNTIME_OPTIONS = {"output", "resume", "workers", "threads", "device", "max_minu
     "--scale-range",
     type=float,
     nargs=2,
-    default=(1.0, 1.0),
+    default=DEFAULTS.scale_range,
     show_default=True,
     help="Random scale LO HI before cropping.",
 )
 @click.option("--no-hflip", is_flag=True, help="Disable random horizontal flips.")
 @click.option(
     "--optimizer",
-    type=click.Choice(["sgd", "adamw"]),
-    default="adamw",
+    type=click.Choice(OPTIMIZERS),
+    default=DEFAULTS.optimizer,
     show_default=True,
     help="sgd: the paper's recipe (for --backbone-weights); adamw: from-scratch CPU training.",
 )
 @click.option(
     "--lr",
     type=float,
-    help="Learning rate [default: adamw 3e-3; sgd the reference solvers' "
+    help=f"Learning rate [default: adamw {ADAMW_LR:g}; sgd the reference solvers' "
     "1e-10/1e-12/1e-14/1e-10 for fcn32s/16s/8s/8s-atonce with the sum loss, x2e5 with the mean loss].",
 )
-@click.option("--weight-decay", type=float, help="[default: adamw 1e-4, sgd 5e-4]; never applied to biases.")
-@click.option("--momentum", type=float, default=0.99, show_default=True, help="SGD momentum.")
+@click.option(
+    "--weight-decay",
+    type=float,
+    help=f"[default: adamw {ADAMW_WEIGHT_DECAY:g}, sgd {SGD_WEIGHT_DECAY:g}]; never applied to biases.",
+)
+@click.option("--momentum", type=float, default=DEFAULTS.momentum, show_default=True, help="SGD momentum.")
 @click.option(
     "--schedule",
-    type=click.Choice(["fixed", "poly", "cosine"]),
-    help="Learning-rate schedule per step [default: sgd fixed, adamw cosine].",
+    type=click.Choice(SCHEDULES),
+    help="Learning-rate schedule per step [default: "
+    + ", ".join(f"{k} {v}" for k, v in DEFAULT_SCHEDULE.items()) + "].",
 )
 @click.option(
     "--loss-reduction",
-    type=click.Choice(["sum", "mean"]),
-    help="Cross-entropy over pixels [default: sgd sum (paper), adamw mean].",
+    type=click.Choice(REDUCTIONS),
+    help="Cross-entropy over pixels [default: "
+    + ", ".join(f"{k} {v}" for k, v in DEFAULT_REDUCTION.items()) + "; sum is the paper's].",
 )
-@click.option("--accumulate", type=int, default=1, show_default=True, help="Batches per optimiser step.")
+@click.option(
+    "--accumulate", type=int, default=DEFAULTS.accumulate, show_default=True, help="Batches per optimiser step."
+)
 @click.option(
     "--normalization",
-    type=click.Choice(["imagenet", "caffe"]),
-    default="imagenet",
+    type=click.Choice(NORMALIZATIONS),
+    default=DEFAULTS.normalization,
     show_default=True,
     help="Input normalisation stored in the model card (caffe: BGR 0-255 minus the paper's mean).",
 )
@@ -97,12 +117,16 @@ RUNTIME_OPTIONS = {"output", "resume", "workers", "threads", "device", "max_minu
     type=int,
     help="Images per split of the synthetic dataset [default: 128 train, 32 val].",
 )
-@click.option("--train-split", default="train", show_default=True)
-@click.option("--val-split", default="val", show_default=True)
+@click.option("--train-split", default=DEFAULTS.train_split, show_default=True)
+@click.option("--val-split", default=DEFAULTS.val_split, show_default=True)
 @click.option(
-    "--val-every", type=int, default=1, show_default=True, help="Validate every N epochs (and at the end)."
+    "--val-every",
+    type=int,
+    default=DEFAULTS.val_every,
+    show_default=True,
+    help="Validate every N epochs (and at the end).",
 )
-@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @click.option("--no-amp", is_flag=True, help="No mixed precision on CUDA (never used on CPU anyway).")
 @click.option("--output", type=click.Path(file_okay=False), default="runs/train", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last.pt (same config).")
@@ -138,7 +162,6 @@ def command(**opts) -> None:
         dataset_options["size"] = list(parse_hw(opts["synthetic_size"], "--synthetic-size"))
     if opts["synthetic_length"] is not None:
         dataset_options["length"] = opts["synthetic_length"]
-    sgd = opts["optimizer"] == "sgd"
     fields = dict(
         variant=opts["variant"],
         width=opts["width"],
@@ -159,8 +182,8 @@ def command(**opts) -> None:
         lr=opts["lr"],
         weight_decay=opts["weight_decay"],
         momentum=opts["momentum"],
-        schedule=opts["schedule"] or ("fixed" if sgd else "cosine"),
-        loss_reduction=opts["loss_reduction"] or ("sum" if sgd else "mean"),
+        schedule=opts["schedule"],
+        loss_reduction=opts["loss_reduction"],
         accumulate=opts["accumulate"],
         normalization=opts["normalization"],
         backbone_weights=opts["backbone_weights"],
@@ -169,19 +192,15 @@ def command(**opts) -> None:
         val_every=opts["val_every"],
         amp=not opts["no_amp"],
     )
-    from fcn_deploy.training.trainer import TrainConfig, resume_config, train
+    from fcn_deploy.training.config import TrainConfig
+    from fcn_deploy.training.run_dir import resume_config
+    from fcn_deploy.training.trainer import train
 
     if opts["resume"]:
         cfg = resume_config(opts["output"])[0]
         _check_resume_options(ctx, cfg, opts["output"])
     else:
         cfg = TrainConfig(**fields)
-        last = Path(opts["output"]) / "last.pt"
-        if last.exists():
-            raise FcnDeployError(
-                f"{last} exists: {opts['output']} already holds a run; pass --resume to continue it or choose "
-                "another --output"
-            )
     summary = train(
         cfg,
         opts["output"],

@@ -1,6 +1,7 @@
 """The model card: everything a runtime needs to use a model, defined once.
 
-It travels inside checkpoints (as a dict), inside ONNX graphs (`metadata_props`, one JSON document under
+A card is the model configuration (fcn_deploy.core.model_config, the architecture fields) plus what deploying it
+needs: classes, palette, normalisation, input/outputs, the recommended shape range. It travels inside checkpoints (as a dict), inside ONNX graphs (`metadata_props`, one JSON document under
 METADATA_KEY) and inside engine manifests, so no later command asks the user for classes or normalisation again.
 """
 
@@ -13,6 +14,8 @@ from typing import Any
 
 from fcn_deploy import __version__
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.model_config import MODEL_FIELDS, ModelConfig
+from fcn_deploy.core.shapes import DEFAULT_SHAPES, HW, ShapeRange
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "fcn_deploy.model_card"
@@ -22,6 +25,7 @@ OUTPUT_KINDS = ("labels", "logits", "probs")
 CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = ("imagenet", "caffe")  # the presets of Normalization.preset
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ class Normalization:
             return cls(IMAGENET_MEAN, IMAGENET_STD, "RGB", 1.0 / 255.0)
         if name == "caffe":
             return cls(CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), "BGR", 1.0)
-        raise FcnDeployError(f"unknown normalisation {name!r}; choose imagenet or caffe")
+        raise FcnDeployError(f"unknown normalisation {name!r}; choose one of {', '.join(NORMALIZATIONS)}")
 
     def __post_init__(self) -> None:
         if self.channel_order not in ("RGB", "BGR"):
@@ -74,23 +78,21 @@ def voc_palette(n: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class ModelCard:
-    variant: str
-    num_classes: int
+@dataclass(frozen=True, kw_only=True)
+class ModelCard(ModelConfig):
+    """The architecture fields (variant, num_classes, width, padding, ...) come from ModelConfig."""
+
     class_names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     normalization: Normalization
-    width: float = 1.0
-    padding: str = "paper"
-    batch_norm: bool = False
     ignore_index: int | None = 255
     input_name: str = "image"
     input_layout: str = "NCHW"
     outputs: tuple[OutputSpec, ...] = (OutputSpec("labels", "labels"),)
-    min_shape: tuple[int, int] = (32, 32)
-    opt_shape: tuple[int, int] = (360, 480)
-    max_shape: tuple[int, int] = (1080, 1920)
+    # min and max left out: the default range widened to contain opt (ShapeRange.around).
+    min_shape: HW | None = None
+    opt_shape: HW = DEFAULT_SHAPES.opt_hw
+    max_shape: HW | None = None
     training_dataset: str | None = None
     training_resolution: tuple[int, int] | None = None
     checkpoint_sha256: str | None = None
@@ -101,13 +103,34 @@ class ModelCard:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise FcnDeployError(f"model card: num_classes must be >= 1, got {self.num_classes}")
+        super().__post_init__()
         if len(self.class_names) != self.num_classes or len(self.palette) != self.num_classes:
             raise FcnDeployError(
                 f"model card: {self.num_classes} classes but {len(self.class_names)} names and "
                 f"{len(self.palette)} palette colours"
             )
+        around = DEFAULT_SHAPES.around(self.opt_shape)
+        shapes = ShapeRange(self.min_shape or around.min_hw, self.opt_shape, self.max_shape or around.max_hw)
+        for name, hw in zip(("min_shape", "opt_shape", "max_shape"), (shapes.min_hw, shapes.opt_hw, shapes.max_hw),
+                            strict=True):  # fmt: skip
+            object.__setattr__(self, name, hw)
+
+    @property
+    def config(self) -> ModelConfig:
+        """The architecture alone: what builds the model."""
+        return ModelConfig(**{k: getattr(self, k) for k in MODEL_FIELDS})
+
+    @property
+    def shapes(self) -> ShapeRange:
+        return ShapeRange(self.min_shape, self.opt_shape, self.max_shape)  # type: ignore[arg-type]
+
+    def with_shapes(self, shapes: ShapeRange) -> ModelCard:
+        return self.replace(min_shape=shapes.min_hw, opt_shape=shapes.opt_hw, max_shape=shapes.max_hw)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, **kw: Any) -> ModelCard:
+        """A card for `config` (generic class names and the VOC palette unless given)."""
+        return cls.default(**{k: getattr(config, k) for k in MODEL_FIELDS}, **kw)
 
     @classmethod
     def default(cls, variant: str, num_classes: int, **kw: Any) -> ModelCard:

@@ -11,7 +11,7 @@ from typing import Any
 
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.core.shapes import format_hw, parse_hw
+from fcn_deploy.core.shapes import HW, ShapeRange, format_hw, parse_hw
 
 # FCN accepts every H and W (paper padding pads conv1_1 by 100; "same" padding uses ceil-mode pools; the crops
 # read the size at run time), so the only size rule is the one an exported graph fixes: a static input axis.
@@ -20,7 +20,6 @@ CHANNELS = 3
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
-HW = tuple[int, int]
 Triple = tuple[int, int, int]
 
 
@@ -84,6 +83,10 @@ class Profile:
                 "/--batch`"
             )
 
+    @property
+    def sizes(self) -> ShapeRange:
+        return ShapeRange(self.min_hw, self.opt_hw, self.max_hw)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "input_name": self.input_name,
@@ -113,18 +116,12 @@ class Profile:
 
 def validate(profile: Profile, multiple: int = FCN_SIZE_MULTIPLE) -> Profile:
     """min <= opt <= max per axis, and every side a multiple of what the model accepts."""
-    names = ("min", "opt", "max")
-    sizes = (profile.min_hw, profile.opt_hw, profile.max_hw)
-    for axis, axis_name in ((0, "height"), (1, "width")):
-        lo, mid, hi = (s[axis] for s in sizes)
-        if not lo <= mid <= hi:
-            raise FcnDeployError(
-                f"profile {axis_name}s min {lo}, opt {mid}, max {hi}: need min <= opt <= max "
-                f"(got --min-shape {format_hw(sizes[0])} --opt-shape {format_hw(sizes[1])} "
-                f"--max-shape {format_hw(sizes[2])})"
-            )
+    try:
+        sizes = profile.sizes  # ShapeRange checks min <= opt <= max per axis
+    except FcnDeployError as e:
+        raise FcnDeployError(f"profile {e}; adjust --min-shape/--opt-shape/--max-shape") from None
     if multiple > 1:
-        for name, hw in zip(names, sizes, strict=True):
+        for name, hw in zip(("min", "opt", "max"), (sizes.min_hw, sizes.opt_hw, sizes.max_hw), strict=True):
             if hw[0] % multiple or hw[1] % multiple:
                 raise FcnDeployError(
                     f"--{name}-shape {format_hw(hw)}: this model needs sides that are multiples of {multiple}"
@@ -140,12 +137,13 @@ def profile_from_card(
     batch: str | None = None,
 ) -> Profile:
     """Profile defaults are the card's recommended shapes; each --*-shape option overrides one of them."""
+    shapes = card.shapes
     prof = Profile(
         input_name=card.input_name,
         batch=parse_batch(batch) if batch else (1, 1, 1),
-        min_hw=parse_hw(min_shape, "--min-shape") if min_shape else tuple(card.min_shape),  # type: ignore[arg-type]
-        opt_hw=parse_hw(opt_shape, "--opt-shape") if opt_shape else tuple(card.opt_shape),  # type: ignore[arg-type]
-        max_hw=parse_hw(max_shape, "--max-shape") if max_shape else tuple(card.max_shape),  # type: ignore[arg-type]
+        min_hw=parse_hw(min_shape, "--min-shape") if min_shape else shapes.min_hw,
+        opt_hw=parse_hw(opt_shape, "--opt-shape") if opt_shape else shapes.opt_hw,
+        max_hw=parse_hw(max_shape, "--max-shape") if max_shape else shapes.max_hw,
     )
     return validate(prof)
 

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import io
 import logging
-import math
 import tempfile
 import time
 import warnings
@@ -28,11 +27,11 @@ from fcn_deploy import __version__
 from fcn_deploy.core.atomic import atomic_write, sha256_file
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.core.shapes import format_hw
+from fcn_deploy.core.model_config import ModelConfig
+from fcn_deploy.core.shapes import DEFAULT_SHAPES, ShapeRange, format_hw
 from fcn_deploy.export import validate
 from fcn_deploy.export.heads import DEFAULT_HEAD, HEADS, ExportHead, output_axes, output_specs
 from fcn_deploy.export.resize_upsample import with_resize_upsampling
-from fcn_deploy.training.config import ModelConfig
 from fcn_deploy.training.fcn import FCN, build_model
 
 log = logging.getLogger(__name__)
@@ -40,9 +39,6 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 OPSET_RANGE = (13, 20)  # Softmax over one axis needs 13; TensorRT 10.3 parses up to 20
 DYNAMIC_DIMS = {"batch": 0, "height": 2, "width": 3}
-DEFAULT_OPT = (360, 480)  # CamVid's resolution, when the card has no training resolution
-DEFAULT_MIN = (32, 32)
-DEFAULT_MAX = (1088, 1920)  # 1080p rounded up to the network stride 32
 ODD_CHECK_SIZE = (333, 517)
 UPSAMPLE_MODES = ("deconv", "resize")
 
@@ -100,32 +96,27 @@ class ExportReport:
         }
 
 
-def _round32(x: int) -> int:
-    return max(32, 32 * math.ceil(x / 32))
-
-
-def card_shapes(card: ModelCard, options: ExportOptions) -> tuple[tuple[int, int], ...]:
-    """(min, opt, max) recommended input shapes for the card (and TensorRT's optimization profile)."""
+def card_shapes(card: ModelCard, options: ExportOptions) -> ShapeRange:
+    """The recommended input shapes for the card (and TensorRT's optimization profile): the default range around
+    the trace size (--input-size, else the training resolution, else the default opt), each end overridable."""
     if options.static_shape:
-        return (options.static_shape,) * 3
-    opt = tuple(options.opt_shape or card.training_resolution or DEFAULT_OPT)
-    lo = options.min_shape or (min(DEFAULT_MIN[0], opt[0]), min(DEFAULT_MIN[1], opt[1]))
-    hi = options.max_shape or (max(DEFAULT_MAX[0], _round32(opt[0])), max(DEFAULT_MAX[1], _round32(opt[1])))
+        return ShapeRange(options.static_shape, options.static_shape, options.static_shape)
+    around = DEFAULT_SHAPES.around(options.opt_shape or card.training_resolution or DEFAULT_SHAPES.opt_hw)
+    opt = around.opt_hw
+    lo, hi = options.min_shape or around.min_hw, options.max_shape or around.max_hw
     # An axis left out of --dynamic is fixed at the trace (opt) size.
     fixed = [axis not in options.dynamic for axis in ("height", "width")]
     lo = tuple(o if f else v for o, v, f in zip(opt, lo, fixed, strict=True))
     hi = tuple(o if f else v for o, v, f in zip(opt, hi, fixed, strict=True))
-    if not (lo[0] <= opt[0] <= hi[0] and lo[1] <= opt[1] <= hi[1]):
-        raise FcnDeployError(
-            f"shapes must satisfy min <= opt <= max per axis, got min {format_hw(lo)}, opt {format_hw(opt)}, "
-            f"max {format_hw(hi)}; adjust --min-shape/--input-size/--max-shape"
-        )
-    return lo, opt, hi
+    try:
+        return ShapeRange(lo, opt, hi)  # type: ignore[arg-type]
+    except FcnDeployError as e:
+        raise FcnDeployError(f"{e}; adjust --min-shape/--input-size/--max-shape") from None
 
 
-def default_check_sizes(shapes: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+def default_check_sizes(shapes: ShapeRange) -> tuple[tuple[int, int], ...]:
     """opt, half of opt and an odd size: 333x517 for full-size models, else one just off opt (e.g. 63x97)."""
-    lo, opt, hi = shapes
+    lo, opt, hi = shapes.min_hw, shapes.opt_hw, shapes.max_hw
     if lo == hi:
         return (opt,)
     half = (max(lo[0], (opt[0] + 1) // 2), max(lo[1], (opt[1] + 1) // 2))
@@ -212,10 +203,10 @@ def export_onnx(model: FCN, card: ModelCard, output: str | Path, options: Export
     shapes = card_shapes(card, options)
     sizes = list(options.check_sizes or default_check_sizes(shapes))
     for size in sizes:  # a fixed axis only runs at its own size
-        if any(lo == hi != v for v, lo, hi in zip(size, shapes[0], shapes[2], strict=True)):
+        if any(lo == hi != v for v, lo, hi in zip(size, shapes.min_hw, shapes.max_hw, strict=True)):
             raise FcnDeployError(
                 f"--check-sizes {format_hw(size)}: this graph fixes the input at "
-                f"{format_hw(shapes[0])} on its non-dynamic axes; check at that size"
+                f"{format_hw(shapes.min_hw)} on its non-dynamic axes; check at that size"
             )
     # Batch 2 at the cheapest size proves the batch axis is really dynamic.
     batch_dynamic = not options.static_shape and "batch" in options.dynamic
@@ -224,7 +215,7 @@ def export_onnx(model: FCN, card: ModelCard, output: str | Path, options: Export
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    onnx_model = to_onnx_model(model, options, shapes[1])
+    onnx_model = to_onnx_model(model, options, shapes.opt_hw)
     seconds["export"] = time.perf_counter() - t
     if options.simplify:
         t = time.perf_counter()
@@ -232,11 +223,9 @@ def export_onnx(model: FCN, card: ModelCard, output: str | Path, options: Export
         seconds["simplify"] = time.perf_counter() - t
 
     specs = output_specs(options.head)
-    card = card.replace(
+    card = card.with_shapes(shapes).replace(
+        **dataclasses.asdict(model.config),  # the card describes the graph: its architecture is the model's
         outputs=specs,
-        min_shape=shapes[0],
-        opt_shape=shapes[1],
-        max_shape=shapes[2],
         upsample=options.upsample,
         precision="fp32",
         exporter_version=__version__,
@@ -280,7 +269,7 @@ def _config_conflicts(config: ModelConfig, requested: dict[str, Any]) -> list[st
     return [
         f"--{k.replace('_', '-')} {v} (checkpoint: {getattr(config, k)})"
         for k, v in requested.items()
-        if v is not None and v != getattr(config, k)
+        if v != getattr(config, k)
     ]
 
 
@@ -295,6 +284,7 @@ def model_for_export(
     without one, an untrained model: trunk as initialised, score layers N(0, 0.01) from seed 0 (instead of the
     paper's zeros) so that outputs, validation and calibration ranges downstream are not all zero."""
     requested = {"variant": variant, "num_classes": num_classes, "width": width, "padding": padding}
+    requested = {k: v for k, v in requested.items() if v is not None}
     if checkpoint is not None:
         from fcn_deploy.training.checkpoint import model_from_checkpoint
 
@@ -306,24 +296,12 @@ def model_for_export(
                 "or pass the matching checkpoint"
             )
         return model, card, True
-    config = ModelConfig(
-        variant=variant or "fcn8s",
-        num_classes=num_classes if num_classes is not None else 21,
-        width=width if width is not None else 1.0,
-        padding=padding or "paper",
-    )
+    config = ModelConfig(**requested)  # what is not given takes ModelConfig's defaults
     torch.manual_seed(0)
     model = build_model(config)
     with torch.no_grad():
         for name in ("score_fr", "score_pool4", "score_pool3"):
             if hasattr(model, name):
                 torch.nn.init.normal_(getattr(model, name).weight, std=0.01)
-    card = ModelCard.default(
-        config.variant,
-        config.num_classes,
-        width=config.width,
-        padding=config.padding,
-        batch_norm=config.batch_norm,
-        provenance={"untrained": True},
-    )
+    card = ModelCard.from_config(config, provenance={"untrained": True})
     return model, card, False

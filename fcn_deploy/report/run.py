@@ -264,7 +264,7 @@ def open_row_backend(plan: RowPlan, device: str) -> Backend:
         # wait on each other at every layer: 890 ms instead of 70 ms measured for the CamVid model here).
         import torch
 
-        from fcn_deploy.training.trainer import auto_threads
+        from fcn_deploy.training.device import auto_threads
 
         threads = auto_threads()
         if threads is not None:

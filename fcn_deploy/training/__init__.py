@@ -1,1 +1,1 @@
-"""Models, data, metrics and the training loop. Only `fcn`, `transfer`, `trainer` and `checkpoint` import torch."""
+"""PyTorch models, training data, the training loop and checkpoints. `config` and `recipes` are torch-free."""

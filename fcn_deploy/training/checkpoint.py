@@ -16,9 +16,9 @@ import torch
 from fcn_deploy.core.atomic import sha256_file, write_bytes
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.core.model_config import ModelConfig
 from fcn_deploy.training.fcn import FCN, build_model
-from fcn_deploy.training.transfer import torch_load
+from fcn_deploy.training.weights_io import torch_load
 
 FORMAT = "fcn-deploy-checkpoint"
 VERSION = 1
@@ -64,5 +64,8 @@ def model_from_checkpoint(path: str | Path) -> tuple[FCN, ModelCard, dict[str, A
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0][:200]
         raise FcnDeployError(f"{path}: weights do not match the stored model config ({first})") from None
-    card = ModelCard.from_dict(ckpt["model_card"], str(path)).replace(checkpoint_sha256=sha256_file(path))
+    # The stored model_config built the weights: it is the card's architecture (older cards lack learn_upsampling).
+    card = ModelCard.from_dict(ckpt["model_card"], str(path)).replace(
+        **dataclasses.asdict(config), checkpoint_sha256=sha256_file(path)
+    )
     return model, card, ckpt

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.core.model_config import ModelConfig
 
 # (name, in, out) of the 13 VGG16 convolutions, grouped by pooling stage.
 VGG_STAGES = (

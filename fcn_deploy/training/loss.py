@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-REDUCTIONS = ("sum", "mean")
+from fcn_deploy.training.recipes import REDUCTIONS
+
 NO_IGNORE = -100  # torch's default ignore value, used when a dataset has no ignore label
 
 

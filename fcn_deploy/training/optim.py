@@ -8,28 +8,7 @@ import torch
 from torch import nn
 
 from fcn_deploy.core.errors import FcnDeployError
-
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("fixed", "poly", "cosine")
-# Reference solver learning rates for the sum-reduced loss (fcn.md 3.2: CAFFE VOC solvers).
-PAPER_LR_SUM = {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s-atonce": 1e-10}
-# A per-pixel mean divides the gradient by the pixel count; ~2e5 pixels in a 500x375 VOC image (fcn.md 3.2).
-MEAN_LR_FACTOR = 2e5
-ADAMW_LR = 3e-3
-ADAMW_WEIGHT_DECAY = 1e-4
-SGD_MOMENTUM = 0.99
-SGD_WEIGHT_DECAY = 5e-4
-
-
-def default_lr(optimizer: str, variant: str, reduction: str) -> float:
-    if optimizer == "adamw":
-        return ADAMW_LR
-    lr = PAPER_LR_SUM[variant]
-    return lr * MEAN_LR_FACTOR if reduction == "mean" else lr
-
-
-def default_weight_decay(optimizer: str) -> float:
-    return ADAMW_WEIGHT_DECAY if optimizer == "adamw" else SGD_WEIGHT_DECAY
+from fcn_deploy.training.recipes import OPTIMIZERS, SCHEDULES, SGD_MOMENTUM
 
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict]:

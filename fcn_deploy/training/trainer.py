@@ -1,178 +1,45 @@
-"""The training loop: data, loss, optimiser, schedule, validation, checkpoints and an exact --resume.
+"""The training loop: model, loss, optimiser, schedule, validation and checkpoints each epoch, and exact --resume.
 
-Exact resume without pickling RNG objects: every random draw is a pure function of (seed, epoch, item). The
-shuffle order and torch's global RNG (dropout) are seeded at the start of each epoch and each item's
-augmentation has its own numpy generator, so continuing from `last.pt` (saved at the end of an epoch) replays
-exactly the epochs an uninterrupted run would have trained.
+Exact resume without pickling RNG objects: the data order and augmentation are seeded per (seed, epoch, item)
+(fcn_deploy.training.data) and torch's global RNG (dropout) at the start of each epoch, so continuing from
+`last.pt` (saved at the end of an epoch) replays exactly the epochs an uninterrupted run would have trained.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from fcn_deploy.core.atomic import write_text
 from fcn_deploy.core.card import ModelCard, Normalization
 from fcn_deploy.core.datasets import SegmentationDataset, build_dataset
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.core.preprocess import normalize, resize_image, resize_labels, to_rgb
 from fcn_deploy.training.checkpoint import load_checkpoint, save_checkpoint
-from fcn_deploy.training.config import ModelConfig
+from fcn_deploy.training.config import TrainConfig
+from fcn_deploy.training.data import TrainSet, epoch_loader
+from fcn_deploy.training.device import apply_threads, resolve_device
 from fcn_deploy.training.evaluation import evaluate_model
 from fcn_deploy.training.fcn import FCN, build_model
-from fcn_deploy.training.loss import REDUCTIONS, segmentation_loss
-from fcn_deploy.training.optim import (
-    OPTIMIZERS,
-    SCHEDULES,
-    build_optimizer,
-    build_scheduler,
-    default_lr,
-    default_weight_decay,
+from fcn_deploy.training.loss import segmentation_loss
+from fcn_deploy.training.optim import build_optimizer, build_scheduler
+from fcn_deploy.training.run_dir import (
+    BEST,
+    LAST,
+    LOG,
+    read_log,
+    refuse_existing_run,
+    remove_stale_temps,
+    resume_config,
+    write_log,
 )
-from fcn_deploy.training.transfer import init_from, torch_load, transfer_vgg16
-from fcn_deploy.training.transforms import TrainTransform
-
-LAST, BEST, LOG = "last.pt", "best.pt", "log.jsonl"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a training run (stored in every checkpoint; --resume reuses it)."""
-
-    variant: str = "fcn8s"
-    width: float = 1.0
-    padding: str = "same"
-    batch_norm: bool = False
-    dataset: str = "synthetic"
-    data_root: str | None = None
-    dataset_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    train_split: str = "train"
-    val_split: str = "val"
-    epochs: int = 200
-    batch_size: int = 8
-    crop: tuple[int, int] | None = None  # training crop; None = whole (resized) images
-    resize: tuple[int, int] | None = None  # network resolution for training and validation; None = native
-    scale_range: tuple[float, float] = (1.0, 1.0)
-    hflip: bool = True
-    optimizer: str = "adamw"
-    lr: float | None = None  # None = the optimiser's default (fcn_deploy.training.optim.default_lr)
-    weight_decay: float | None = None
-    momentum: float = 0.99
-    schedule: str = "cosine"
-    loss_reduction: str = "mean"
-    accumulate: int = 1
-    normalization: str = "imagenet"
-    backbone_weights: str | None = None
-    init_from: str | None = None
-    seed: int = 1337
-    val_every: int = 1
-    amp: bool = True  # mixed precision; only ever used on CUDA
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.accumulate >= 1, f"--accumulate must be >= 1, got {self.accumulate}"),
-            (self.val_every >= 1, f"--val-every must be >= 1, got {self.val_every}"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.loss_reduction in REDUCTIONS, f"--loss-reduction must be one of {', '.join(REDUCTIONS)}"),
-            (
-                0 < self.scale_range[0] <= self.scale_range[1],
-                f"--scale-range {self.scale_range}: need 0 < LO <= HI",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise FcnDeployError(message)
-        Normalization.preset(self.normalization)  # one-line error for an unknown name
-
-    @property
-    def resolved_lr(self) -> float:
-        return (
-            self.lr if self.lr is not None else default_lr(self.optimizer, self.variant, self.loss_reduction)
-        )
-
-    @property
-    def resolved_weight_decay(self) -> float:
-        return self.weight_decay if self.weight_decay is not None else default_weight_decay(self.optimizer)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "checkpoint") -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        try:
-            kw = {k: v for k, v in d.items() if k in known}
-            for key in ("crop", "resize", "scale_range"):
-                if kw.get(key) is not None:
-                    kw[key] = tuple(kw[key])
-            return cls(**kw)
-        except (TypeError, ValueError) as e:
-            raise FcnDeployError(
-                f"{source}: malformed train_config ({e}); start a new run without --resume"
-            ) from None
-
-
-class TrainSet(Dataset):
-    """A numpy dataset as torch tensors: optional resize, augmentation, then the one normalisation."""
-
-    def __init__(self, ds: SegmentationDataset, cfg: TrainConfig, norm: Normalization) -> None:
-        self.ds, self.cfg, self.norm = ds, cfg, norm
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, labels = self.ds[i]
-        image = to_rgb(image)
-        if self.cfg.resize is not None:
-            image, labels = resize_image(image, self.cfg.resize), resize_labels(labels, self.cfg.resize)
-        crop = self.cfg.crop or image.shape[:2]
-        transform = TrainTransform(tuple(crop), self.cfg.scale_range, self.cfg.hflip, self.ds.ignore_index)
-        rng = np.random.default_rng([self.cfg.seed, self.epoch, i])
-        image, labels = transform(image, labels, rng)
-        x = torch.from_numpy(normalize(image, self.norm))
-        return x, torch.from_numpy(labels.astype(np.int64))
-
-
-def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    shapes = {tuple(x.shape) for x, _ in batch}
-    if len(shapes) > 1:
-        raise FcnDeployError(
-            f"training images of different sizes {sorted(shapes)} in one batch; pass --crop HxW (or --resize HxW), "
-            "or --batch-size 1"
-        )
-    return torch.stack([x for x, _ in batch]), torch.stack([y for _, y in batch])
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FcnDeployError(f"--device {name}: no CUDA device is visible to PyTorch here; use --device cpu")
-    return torch.device(name)
-
-
-def auto_threads() -> int | None:
-    """1 thread when other jobs already keep every core busy: PyTorch's threads then wait on each other at every
-    parallel region (measured 4-5x slower than one thread on a loaded 2-core machine). Else PyTorch's default."""
-    cores = os.cpu_count() or 1
-    return 1 if os.getloadavg()[0] >= cores else None
+from fcn_deploy.training.transfer import init_from, transfer_vgg16
+from fcn_deploy.training.weights_io import torch_load
 
 
 def build_card(
@@ -181,15 +48,11 @@ def build_card(
     """Classes, palette and ignore label from the dataset; normalisation and resolution from the config."""
     first_val = val_ds[0][0].shape[:2] if len(val_ds) else None
     train_res = cfg.crop or cfg.resize or tuple(train_ds[0][0].shape[:2])
-    return ModelCard(
-        variant=cfg.variant,
-        num_classes=model.config.num_classes,
+    return ModelCard.from_config(
+        model.config,
         class_names=train_ds.class_names,
         palette=train_ds.palette,
         normalization=Normalization.preset(cfg.normalization),
-        width=cfg.width,
-        padding=cfg.padding,
-        batch_norm=cfg.batch_norm,
         ignore_index=train_ds.ignore_index,
         opt_shape=tuple(cfg.resize or first_val or train_res),
         training_dataset=train_ds.name,
@@ -198,43 +61,8 @@ def build_card(
     )
 
 
-def remove_stale_temps(output: Path) -> list[Path]:
-    """A SIGKILL during an atomic write can leave its temp file (never the destination): clean ours up."""
-    stale = [p for name in (LAST, BEST, LOG) for p in output.glob(f".{name}.*.tmp")]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
-def read_log(path: Path, upto_epoch: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    entries = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            if entry.get("epoch", 0) <= upto_epoch:
-                entries.append(entry)
-    return entries
-
-
-def resume_config(output: str | Path) -> tuple[TrainConfig, dict[str, Any]]:
-    """The config and checkpoint of the run in `output` (for --resume)."""
-    last = Path(output) / LAST
-    if not last.is_file():
-        raise FcnDeployError(
-            f"{last}: nothing to resume (no last.pt); drop --resume to start a new run there"
-        )
-    ckpt = load_checkpoint(last)
-    if "train_config" not in ckpt or "optimizer" not in ckpt:
-        raise FcnDeployError(
-            f"{last}: holds no training state (not written by `fcn-deploy train`); drop --resume"
-        )
-    return TrainConfig.from_dict(ckpt["train_config"], str(last)), ckpt
-
-
 def _build_model(cfg: TrainConfig, num_classes: int) -> FCN:
-    model = build_model(ModelConfig(cfg.variant, num_classes, cfg.width, cfg.padding, cfg.batch_norm))
+    model = build_model(cfg.model_config(num_classes))
     if cfg.backbone_weights:
         transfer_vgg16(model, torch_load(cfg.backbone_weights), source=cfg.backbone_weights)
     if cfg.init_from:
@@ -262,14 +90,12 @@ def train(
     """
     started = time.monotonic()
     out = Path(output)
+    if not resume:
+        refuse_existing_run(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
     progress = sys.stderr.isatty() if progress is None else progress
-    threads = threads if threads is not None else auto_threads()
-    if threads is not None:
-        if threads < 1:
-            raise FcnDeployError(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     dev = resolve_device(device)
     use_amp = cfg.amp and dev.type == "cuda"
 
@@ -313,17 +139,7 @@ def train(
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.monotonic()
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout
-        train_set.epoch = epoch
-        shuffle = torch.Generator().manual_seed(cfg.seed * 100_019 + epoch)
-        loader = DataLoader(
-            train_set,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=shuffle,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=dev.type == "cuda",
-        )
+        loader = epoch_loader(train_set, epoch, workers, pin_memory=dev.type == "cuda")
         model.train()
         optimizer.zero_grad(set_to_none=True)
         lr = optimizer.param_groups[0]["lr"]  # logged: the weights' learning rate at the epoch's first step
@@ -386,7 +202,7 @@ def train(
             "best_epoch": best_epoch or None,
         }
         log.append(entry)
-        write_text(out / LOG, "".join(json.dumps(e) + "\n" for e in log))
+        write_log(out / LOG, log)
         miou = f"  val mIoU {val['mean_iou']:.4f}" if val else ""
         echo(
             f"epoch {epoch}/{cfg.epochs}  loss {entry['loss']:.4f}  lr {entry['lr']:.3g}{miou}  {entry['seconds']:.1f}s"
