@@ -15,7 +15,8 @@ from fcn_deploy.core.atomic import atomic_write, sha256_file, write_bytes
 from fcn_deploy.core.card import ModelCard, Normalization, OutputSpec, voc_palette
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.preprocess import denormalize, normalize, preprocess, resize_labels, to_rgb
-from fcn_deploy.core.shapes import parse_hw, parse_hw_list
+from fcn_deploy.core.model_config import ModelConfig
+from fcn_deploy.core.shapes import DEFAULT_SHAPES, ShapeRange, parse_hw, parse_hw_list
 
 
 def tiny_onnx() -> onnx.ModelProto:
@@ -89,6 +90,49 @@ def test_parse_hw_values() -> None:
     for bad in ("0x0", "360", "axb", "-1x5", "1x2x3"):
         with pytest.raises(FcnDeployError):
             parse_hw(bad)
+
+
+def test_shape_range_is_validated_and_has_one_set_of_defaults() -> None:
+    assert DEFAULT_SHAPES == ShapeRange((32, 32), (360, 480), (1088, 1920))
+    assert ShapeRange([8, 8], (np.int64(16), 16), (32, 32)).opt_hw == (16, 16)  # plain int tuples
+    with pytest.raises(FcnDeployError, match="heights min 40, opt 32, max 64: need min <= opt <= max"):
+        ShapeRange((40, 40), (32, 32), (64, 64))
+    with pytest.raises(FcnDeployError, match="widths"):
+        ShapeRange((8, 8), (16, 70), (32, 64))
+    for bad in (((0, 8), (8, 8), (8, 8)), ((8, 8.5), (8, 8), (9, 9)), ((8,), (8, 8), (8, 8))):
+        with pytest.raises(FcnDeployError):
+            ShapeRange(*bad)
+    fixed = ShapeRange((40, 56), (40, 56), (40, 56))
+    assert fixed.fixed == (40, 56) and DEFAULT_SHAPES.fixed is None
+    assert DEFAULT_SHAPES.contains((1080, 1920)) and not DEFAULT_SHAPES.contains((1089, 1920))
+    # Widened to contain an opt outside the defaults; the max is rounded up to the stride 32.
+    assert DEFAULT_SHAPES.around((24, 2000)) == ShapeRange((24, 32), (24, 2000), (1088, 2016))
+    assert DEFAULT_SHAPES.around((48, 64)) == ShapeRange((32, 32), (48, 64), (1088, 1920))
+
+
+def test_model_card_is_the_model_config_plus_deployment_fields() -> None:
+    config = ModelConfig("fcn16s", 4, 0.25, "same", batch_norm=True, learn_upsampling=True)
+    card = ModelCard.from_config(config, opt_shape=(24, 32))
+    assert card.config == config and card.variant == "fcn16s" and card.learn_upsampling
+    assert card.class_names == ("class_0", "class_1", "class_2", "class_3")
+    # min and max left out: the one default range, widened to contain opt.
+    assert card.shapes == DEFAULT_SHAPES.around((24, 32)) and card.min_shape == (24, 32)
+    assert ModelCard.default("fcn8s", 2).shapes == DEFAULT_SHAPES
+    with pytest.raises(FcnDeployError, match="need min <= opt <= max"):
+        ModelCard.default("fcn8s", 2, min_shape=(400, 480))
+    with pytest.raises(FcnDeployError, match="unknown padding"):
+        ModelCard.default("fcn8s", 2, padding="valid")
+    narrowed = card.with_shapes(ShapeRange((16, 16), (24, 32), (64, 64)))
+    assert (narrowed.min_shape, narrowed.opt_shape, narrowed.max_shape) == ((16, 16), (24, 32), (64, 64))
+
+
+def test_model_card_written_before_learn_upsampling_and_shape_defaults_still_loads() -> None:
+    old = ModelCard.default("fcn8s", 2).to_dict()
+    del old["learn_upsampling"]
+    old.update(min_shape=[32, 32], opt_shape=[360, 480], max_shape=[1080, 1920])  # the card's old default max
+    card = ModelCard.from_dict(old)
+    assert not card.learn_upsampling and card.shapes == ShapeRange((32, 32), (360, 480), (1080, 1920))
+    assert ModelCard.from_json(card.to_json()) == card
 
 
 def test_preprocess_imagenet_and_caffe() -> None:

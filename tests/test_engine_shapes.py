@@ -8,6 +8,7 @@ from onnx import TensorProto, helper
 
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.shapes import DEFAULT_SHAPES
 from fcn_deploy.engine.profile_shapes import (
     Profile,
     check_against_onnx,
@@ -61,6 +62,10 @@ def test_profile_defaults_come_from_the_model_card():
     )
     assert p.input_name == "img"
     assert p.shapes() == ((1, 3, 64, 96), (1, 3, 360, 480), (1, 3, 720, 960))
+
+
+def test_profile_defaults_are_the_one_shape_range():
+    assert profile_from_card(card()).sizes == DEFAULT_SHAPES == card().shapes
 
 
 def test_options_override_one_shape_each():

@@ -16,6 +16,7 @@ from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.model_config import ModelConfig
 from fcn_deploy.core.onnx_io import load_onnx
+from fcn_deploy.core.shapes import DEFAULT_SHAPES
 from fcn_deploy.export import ExportOptions, export_onnx, model_for_export
 from fcn_deploy.export.resize_upsample import check_fixed_bilinear
 from fcn_deploy.export.validate import (
@@ -161,6 +162,13 @@ def test_resize_refused_when_upsampling_is_learned_or_changed(tmp_path) -> None:
     with pytest.raises(FcnDeployError, match="upscore8 is not the fixed bilinear kernel"):
         check_fixed_bilinear(model)
     assert not list(tmp_path.iterdir())
+
+
+def test_card_architecture_and_shapes_come_from_the_model_and_the_one_range(tmp_path) -> None:
+    config = ModelConfig("fcn32s", 3, 0.0625, "same", learn_upsampling=True)
+    _, report = export(tmp_path, "learned", FCN(config), ModelCard.default("fcn32s", 3), head="logits")
+    assert report.card.config == config  # the card describes the graph, whatever card came in
+    assert report.card.shapes == DEFAULT_SHAPES.around(OPT) and report.card.max_shape == DEFAULT_SHAPES.max_hw
 
 
 def test_static_export_fixes_every_axis(tmp_path) -> None:

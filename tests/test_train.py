@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -206,3 +207,45 @@ def test_missing_backbone_weights_is_a_user_error(tmp_path):
     cfg = TrainConfig(**TINY, epochs=1, backbone_weights=str(tmp_path / "vgg16.pth"))
     with pytest.raises(FcnDeployError, match="vgg16.pth: no such file"):
         train(cfg, tmp_path / "out", echo=quiet)
+
+
+# --- the config and the run directory ------------------------------------------------------------------------
+def test_train_config_takes_the_model_config_and_the_recipe_defaults():
+    arch = ModelConfig()
+    cfg = TrainConfig()
+    assert (cfg.variant, cfg.width, cfg.batch_norm) == (arch.variant, arch.width, arch.batch_norm)
+    assert cfg.model_config(5) == ModelConfig(cfg.variant, 5, cfg.width, cfg.padding, cfg.batch_norm)
+    assert (cfg.schedule, cfg.loss_reduction) == ("cosine", "mean")
+    sgd = TrainConfig(optimizer="sgd")
+    assert (sgd.schedule, sgd.loss_reduction) == ("fixed", "sum") and sgd.resolved_lr == 1e-14
+    assert TrainConfig.from_dict(sgd.to_dict()) == sgd  # stored resolved, so --resume never re-derives it
+    with pytest.raises(FcnDeployError, match="unknown padding"):
+        TrainConfig(padding="valid")
+    with pytest.raises(FcnDeployError, match="unknown variant"):
+        TrainConfig(variant="fcn4s")
+
+
+def test_a_new_run_never_overwrites_another(tmp_path):
+    cfg = TrainConfig(**TINY, epochs=1)
+    train(cfg, tmp_path, echo=quiet)
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(FcnDeployError, match="last.pt exists.*--resume"):
+        train(cfg, tmp_path, echo=quiet)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_checkpoint_written_before_the_card_held_the_whole_config_still_loads(tmp_path):
+    """Checkpoint format 1 as older versions wrote it: dict model_config, a card without learn_upsampling."""
+    config = ModelConfig("fcn32s", 3, 0.0625, "same", learn_upsampling=True)
+    model = build_model(config)
+    card = ModelCard.from_config(config).to_dict()
+    del card["learn_upsampling"]
+    card.update(min_shape=[32, 32], opt_shape=[360, 480], max_shape=[1080, 1920])
+    payload = {
+        "format": "fcn-deploy-checkpoint", "version": 1, "model_config": dataclasses.asdict(config),
+        "model_card": card, "state_dict": model.state_dict(),
+    }  # fmt: skip
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, loaded_card, _ = model_from_checkpoint(tmp_path / "old.pt")
+    assert loaded.config == config and loaded_card.config == config  # the stored model_config fills the card
+    assert loaded_card.max_shape == (1080, 1920) and loaded_card.checkpoint_sha256

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -10,16 +11,20 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from fcn_deploy.cli import main
-from fcn_deploy.core.card import ModelCard
-from fcn_deploy.core.model_config import ModelConfig
+from fcn_deploy.core.card import NORMALIZATIONS, ModelCard
+from fcn_deploy.core.datasets import DATASETS
+from fcn_deploy.core.model_config import PADDINGS, VARIANTS, ModelConfig
 from fcn_deploy.training.checkpoint import load_checkpoint, save_checkpoint
+from fcn_deploy.training.config import TrainConfig
 from fcn_deploy.training.fcn import build_model
+from fcn_deploy.training.recipes import OPTIMIZERS, REDUCTIONS, SCHEDULES
 
 FCN_DEPLOY = str(Path(sys.executable).with_name("fcn-deploy"))
 TINY = ["--dataset", "synthetic", "--width", "0.0625", "--synthetic-size", "32x32", "--num-classes", "3"]
@@ -195,3 +200,60 @@ def test_synthetic_options_on_a_real_dataset(tmp_path):
 
 def test_evaluate_missing_checkpoint(tmp_path):
     assert_one_line_error(run_cli("evaluate", str(tmp_path / "none.pt"), "--json"), "none.pt", "no such file")
+
+
+# --- choices and defaults come from the library -------------------------------------------------------------
+def _options(command) -> dict:
+    return {p.name: p for p in command.params if isinstance(p, click.Option)}
+
+
+def _defaults(command, *required: str) -> dict:
+    """What the command receives for each option not given on the command line."""
+    return dict(command.make_context(command.name, list(required)).params)
+
+
+def test_train_cli_defaults_are_the_train_config_defaults():
+    from fcn_deploy.cli.train import RUNTIME_OPTIONS
+    from fcn_deploy.cli.train import command as train_command
+
+    options, defaults = _options(train_command), _defaults(train_command, "--dataset", "synthetic")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    flags = {"no_hflip": "hflip", "no_amp": "amp"}  # negated on the command line
+    synthetic_only = {"num_classes", "synthetic_size", "synthetic_length"}  # become dataset_options
+    for name, option in options.items():
+        if name in RUNTIME_OPTIONS or name in synthetic_only or name == "dataset":  # --dataset is required
+            continue
+        key = flags.get(name, name)
+        assert key in fields, f"--{name} has no TrainConfig field"
+        field = fields[key]
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        cli_default = (not defaults[name]) if name in flags else defaults[name]
+        assert cli_default == default, f"--{name}: CLI default {defaults[name]!r}, TrainConfig {default!r}"
+    covered = {flags.get(n, n) for n in options} | {"dataset_options"}
+    assert set(fields) <= covered, f"TrainConfig fields without an option: {set(fields) - covered}"
+    choices = {name: tuple(o.type.choices) for name, o in options.items() if isinstance(o.type, click.Choice)}
+    assert choices == {
+        "variant": VARIANTS, "dataset": DATASETS, "padding": PADDINGS, "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES, "loss_reduction": REDUCTIONS, "normalization": NORMALIZATIONS,
+    }  # fmt: skip
+
+
+def test_train_cli_leaves_the_recipe_defaults_to_the_library(tmp_path):
+    """--optimizer sgd without --schedule/--loss-reduction trains what TrainConfig(optimizer="sgd") trains."""
+    out = tmp_path / "run"
+    result = run_cli("train", *TINY, "--synthetic-length", "4", "--epochs", "1", "--batch-size", "4",
+                     "--optimizer", "sgd", "--output", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stored = TrainConfig.from_dict(load_checkpoint(out / "last.pt")["train_config"])
+    library = TrainConfig(optimizer="sgd")
+    assert (stored.schedule, stored.loss_reduction) == (library.schedule, library.loss_reduction) == ("fixed", "sum")
+
+
+def test_model_info_defaults_are_the_model_config_defaults():
+    from fcn_deploy.cli.model_info import command as model_info_command
+
+    options, defaults = _options(model_info_command), _defaults(model_info_command)
+    for field in dataclasses.fields(ModelConfig):
+        assert defaults[field.name] == field.default, field.name
+    assert tuple(options["variant"].type.choices) == VARIANTS
+    assert tuple(options["padding"].type.choices) == PADDINGS
