@@ -105,6 +105,9 @@ def test_shape_range_is_validated_and_has_one_set_of_defaults() -> None:
     fixed = ShapeRange((40, 56), (40, 56), (40, 56))
     assert fixed.fixed == (40, 56) and DEFAULT_SHAPES.fixed is None
     assert DEFAULT_SHAPES.contains((1080, 1920)) and not DEFAULT_SHAPES.contains((1089, 1920))
+    DEFAULT_SHAPES.check((1080, 1920), "m.onnx")
+    with pytest.raises(FcnDeployError, match="m.onnx: input 16x16 is outside the model's range 32x32 .. 1088x1920"):
+        DEFAULT_SHAPES.check((16, 16), "m.onnx")
     # Widened to contain an opt outside the defaults; the max is rounded up to the stride 32.
     assert DEFAULT_SHAPES.around((24, 2000)) == ShapeRange((24, 32), (24, 2000), (1088, 2016))
     assert DEFAULT_SHAPES.around((48, 64)) == ShapeRange((32, 32), (48, 64), (1088, 1920))

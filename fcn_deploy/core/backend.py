@@ -7,40 +7,13 @@ a backend that lacks a capability says so through the declared default (None / F
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.core.shapes import format_hw
-
-
-@dataclass(frozen=True)
-class InputSizes:
-    """The HxW range a loaded model accepts (a TensorRT profile, a static ONNX, or the card's range)."""
-
-    min_hw: tuple[int, int]
-    opt_hw: tuple[int, int]
-    max_hw: tuple[int, int]
-
-    @property
-    def fixed(self) -> tuple[int, int] | None:
-        """The one size a static model takes, else None."""
-        return self.min_hw if self.min_hw == self.max_hw else None
-
-    def contains(self, hw: Sequence[int]) -> bool:
-        return all(lo <= int(x) <= hi for lo, x, hi in zip(self.min_hw, hw, self.max_hw, strict=True))
-
-    def check(self, hw: Sequence[int], source: str) -> None:
-        """A clear error instead of a runtime failure for a size outside the range."""
-        if not self.contains(hw):
-            raise FcnDeployError(
-                f"{source}: input {format_hw(tuple(hw))} is outside the model's range {format_hw(self.min_hw)} .. "
-                f"{format_hw(self.max_hw)}; resize the input (--input-size) or rebuild/re-export for that size"
-            )
+from fcn_deploy.core.shapes import ShapeRange
 
 
 class Backend(abc.ABC):
@@ -66,9 +39,8 @@ class Backend(abc.ABC):
         """
 
     @property
-    def input_sizes(self) -> InputSizes:
-        c = self.card
-        return InputSizes(tuple(c.min_shape), tuple(c.opt_shape), tuple(c.max_shape))
+    def input_sizes(self) -> ShapeRange:
+        return self.card.shapes
 
     @property
     def output_kinds(self) -> tuple[str, ...]:

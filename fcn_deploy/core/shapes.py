@@ -79,6 +79,14 @@ class ShapeRange:
     def contains(self, hw: Sequence[int]) -> bool:
         return all(lo <= int(x) <= hi for lo, x, hi in zip(self.min_hw, hw, self.max_hw, strict=True))
 
+    def check(self, hw: Sequence[int], source: str) -> None:
+        """A clear error instead of a runtime failure for a size outside the range."""
+        if not self.contains(hw):
+            raise FcnDeployError(
+                f"{source}: input {format_hw(tuple(hw))} is outside the model's range {format_hw(self.min_hw)} .. "
+                f"{format_hw(self.max_hw)}; resize the input (--input-size) or rebuild/re-export for that size"
+            )
+
     def around(self, opt: Sequence[int]) -> ShapeRange:
         """This range with `opt` as its optimum, widened to contain it (the max rounded up to the stride)."""
         opt_hw = (int(opt[0]), int(opt[1]))
