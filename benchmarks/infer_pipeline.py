@@ -72,7 +72,7 @@ def main() -> None:
     from fcn_deploy.runtime.ort_backend import OrtBackend
     from fcn_deploy.runtime.pipeline import Pipeline, model_only_fps
     from fcn_deploy.runtime.sinks import VideoSink
-    from fcn_deploy.runtime.sources import VideoFileSource
+    from fcn_deploy.runtime.sources.files import VideoFileSource
     from fcn_deploy.runtime.visualize import Visualizer, VisualizeSpec
 
     hw = parse_hw(args.size)

@@ -268,7 +268,7 @@ def test_fp16_keeps_overflowing_nodes_fp32(tmp_path):
     m = onnx.load(str(result.output))
     # run with every float tensor exposed: nothing is inf/NaN
     from fcn_deploy.calibration.fp16 import nonfinite_nodes
-    from fcn_deploy.calibration.images import read_image
+    from fcn_deploy.core.images import read_image
     from fcn_deploy.core.preprocess import preprocess
 
     card = ModelCard.from_onnx(m)
@@ -430,7 +430,7 @@ def test_reader_streams_and_uses_card_normalisation(tmp_path):
         feeds += 1
     assert feeds == 6 and reader.images_read == 3
     # the caffe card: BGR, 0-255, mean subtracted
-    from fcn_deploy.calibration.images import read_image
+    from fcn_deploy.core.images import read_image
 
     img = read_image(folder / f"{images.ids[0]}")
     expected = img[:, :, ::-1].astype(np.float32) - np.array(norm.mean, np.float32)

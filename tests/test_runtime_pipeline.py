@@ -15,7 +15,7 @@ from fcn_deploy.core.backend import Backend
 from fcn_deploy.runtime.ort_backend import OrtBackend
 from fcn_deploy.runtime.pipeline import LatestQueue, Pipeline, model_input_hw
 from fcn_deploy.runtime.sinks import ImageFolderSink, LabelSink, VideoSink
-from fcn_deploy.runtime.sources import open_source
+from fcn_deploy.runtime.sources.opening import open_source
 from fcn_deploy.runtime.visualize import Visualizer, VisualizeSpec
 
 

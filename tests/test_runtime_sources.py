@@ -13,14 +13,9 @@ from PIL import Image
 from test_runtime_helpers import write_video
 
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.runtime.sources import (
-    ImageFilesSource,
-    LiveSource,
-    SourceUnavailableError,
-    VideoFileSource,
-    camera_source,
-    open_source,
-)
+from fcn_deploy.runtime.sources.files import ImageFilesSource, VideoFileSource
+from fcn_deploy.runtime.sources.live import LiveSource, SourceUnavailableError
+from fcn_deploy.runtime.sources.opening import camera_source, open_source
 
 
 def test_video_file_yields_every_frame_in_order(tmp_path):

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.images import IMAGE_EXTENSIONS, list_images, read_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OTHER_SPLIT = {"train": "val", "val": "train", "test": "val", "trainval": "val"}
 
 
@@ -73,13 +73,13 @@ def _warn_short(found: int, wanted: int, where: str) -> None:
 
 
 # --- folder ---------------------------------------------------------------------------------------------------
-def read_image(path: Path) -> np.ndarray | None:
-    """HxWx3 uint8 RGB, or None when the file cannot be decoded."""
-    import cv2
-
-    data = np.fromfile(str(path), np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    return None if image is None else np.ascontiguousarray(image[:, :, ::-1])
+def _read_or_none(path: Path) -> np.ndarray | None:
+    """The one decoder's image, or None for a corrupt file (skipped and counted, not fatal here)."""
+    try:
+        return read_image(path)
+    except FcnDeployError as e:
+        log.debug("skipping %s: %s", path, e)
+        return None
 
 
 def from_folder(folder: Path, num_images: int, seed: int, num_eval: int | None) -> tuple[ImageSet, ImageSet]:
@@ -87,7 +87,7 @@ def from_folder(folder: Path, num_images: int, seed: int, num_eval: int | None) 
     folder = Path(folder)
     if not folder.is_dir():
         raise FcnDeployError(f"{folder}: calibration folder does not exist; pass a folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = list_images(folder, recursive=True)
     if not files:
         raise FcnDeployError(
             f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the calibration folder; "
@@ -98,7 +98,7 @@ def from_folder(folder: Path, num_images: int, seed: int, num_eval: int | None) 
     parts: list[tuple[str, str]] = []
     skipped, tried = 0, 0
     for tried, k in enumerate(order, 1):  # noqa: B007 - `tried` is read after the loop
-        image = read_image(files[k])
+        image = _read_or_none(files[k])
         if image is None:
             skipped += 1
             continue
@@ -118,7 +118,7 @@ def from_folder(folder: Path, num_images: int, seed: int, num_eval: int | None) 
     def reader(paths: list[Path]) -> Callable[[], Iterator[Sample]]:
         def read() -> Iterator[Sample]:
             for p in paths:
-                image = read_image(p)
+                image = _read_or_none(p)
                 if image is not None:
                     yield Sample(p.relative_to(folder).as_posix(), image)
         return read

@@ -49,7 +49,8 @@ def command(ctx, model, camera, source, backend, device, input_size, native, out
     from fcn_deploy.core.shapes import parse_hw
     from fcn_deploy.runtime import sinks as sk
     from fcn_deploy.runtime.pipeline import Pipeline, input_range
-    from fcn_deploy.runtime.sources import ImageFilesSource, camera_source, open_source
+    from fcn_deploy.runtime.sources.files import ImageFilesSource
+    from fcn_deploy.runtime.sources.opening import camera_source, open_source
     from fcn_deploy.runtime.visualize import Visualizer, VisualizeSpec
 
     if (camera is None) == (source is None):

@@ -13,14 +13,18 @@ from fcn_deploy.core.card import Normalization
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
-    """Gray (HxW or HxWx1) and RGBA images become HxWx3 uint8 RGB."""
+    """The one rule for image arrays: gray (HxW, HxWx1) is repeated, alpha (HxWx2, HxWx4) dropped, 16-bit
+    samples keep their top 8 bits (what PIL and OpenCV do to a 16-bit colour PNG), others are clipped to
+    0..255 -> HxWx3 uint8 RGB."""
     if image.ndim == 2:
         image = image[:, :, None]
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
+    if image.shape[2] in (1, 2):
+        image = np.repeat(image[:, :, :1], 3, axis=2)
     elif image.shape[2] == 4:
         image = image[:, :, :3]
-    if image.dtype != np.uint8:
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image)
 

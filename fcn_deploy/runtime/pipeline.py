@@ -22,7 +22,7 @@ from fcn_deploy.core.backend import Backend
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.preprocess import preprocess, resize_labels
 from fcn_deploy.runtime.sinks import Sink
-from fcn_deploy.runtime.sources import Frame, Source
+from fcn_deploy.runtime.sources.base import Frame, Source
 from fcn_deploy.runtime.stats import RunStats
 from fcn_deploy.runtime.visualize import Visualizer, draw_stats_line
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from fcn_deploy.core.atomic import publish, reserve_temp, write_bytes
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.runtime.sources import Frame, _cv2
+from fcn_deploy.runtime.opencv import import_cv2
+from fcn_deploy.runtime.sources.base import Frame
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class VideoSink(Sink):
         self.frames = 0
 
     def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
-        cv2 = _cv2()
+        cv2 = import_cv2()
         h, w = image.shape[:2]
         if self._writer is None:
             self.size = (w, h)
@@ -101,7 +102,7 @@ class ImageFolderSink(Sink):
         self.suffix = suffix
 
     def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
-        cv2 = _cv2()
+        cv2 = import_cv2()
         ok, data = cv2.imencode(self.suffix, np.ascontiguousarray(image[:, :, ::-1]))
         if not ok:
             raise FcnDeployError(f"{self.folder}: cannot encode {self.suffix} images")
@@ -121,7 +122,7 @@ class ImageFileSink(Sink):
             raise FcnDeployError(
                 f"{self.path}: one output image for several frames; give a folder or a video"
             )
-        cv2 = _cv2()
+        cv2 = import_cv2()
         ok, data = cv2.imencode(self.path.suffix, np.ascontiguousarray(image[:, :, ::-1]))
         if not ok:
             raise FcnDeployError(f"{self.path}: cannot encode this image type; use .png or .jpg")
@@ -137,7 +138,7 @@ class LabelSink(Sink):
         self.dtype = np.uint8 if num_classes <= 256 else np.uint16
 
     def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
-        cv2 = _cv2()
+        cv2 = import_cv2()
         ok, data = cv2.imencode(".png", np.ascontiguousarray(labels.astype(self.dtype)))
         if not ok:
             raise FcnDeployError(f"{self.folder}: cannot encode label PNGs")
@@ -146,7 +147,7 @@ class LabelSink(Sink):
 
 def display_available() -> bool:
     """OpenCV built with a GUI backend and (on Linux) a display server to show it on."""
-    cv2 = _cv2()
+    cv2 = import_cv2()
     gui = next((ln for ln in cv2.getBuildInformation().splitlines() if ln.strip().startswith("GUI:")), "")
     if not gui or "NONE" in gui.upper():
         return False
@@ -167,13 +168,13 @@ class DisplaySink(Sink):
         self.quit_requested = False
 
     def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
-        cv2 = _cv2()
+        cv2 = import_cv2()
         cv2.imshow(self.title, np.ascontiguousarray(image[:, :, ::-1]))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self.quit_requested = True
 
     def close(self) -> None:
-        cv2 = _cv2()
+        cv2 = import_cv2()
         with contextlib.suppress(Exception):  # the window may already be gone
             cv2.destroyWindow(self.title)
 

@@ -1,4 +1,4 @@
-"""The dataset base class and the file reading every on-disk dataset shares (torch-free: numpy + PIL).
+"""The dataset base class and the mask reading every on-disk dataset shares (torch-free: numpy + PIL).
 
 A dataset item is `(image, labels)`: an HxWx3 uint8 RGB image and an HxW integer label map whose unlabelled
 pixels hold `ignore_index`. Masks are checked when they are loaded (size and values), so a bad file fails with a
@@ -14,8 +14,7 @@ import numpy as np
 from PIL import Image
 
 from fcn_deploy.core.errors import FcnDeployError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+from fcn_deploy.core.images import error_reason, read_image
 
 
 class SegmentationDataset:
@@ -157,22 +156,6 @@ def _label_dtype(ignore_index: int) -> type:
     return np.uint8 if 0 <= ignore_index < 256 else np.int32
 
 
-def error_reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Any PIL-readable image file -> HxWx3 uint8 RGB; a corrupt file is a one-line user error."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise FcnDeployError(
-            f"cannot read image {path} ({error_reason(exc)}); replace or remove the file"
-        ) from None
-
-
 def read_label_image(path: Path) -> np.ndarray:
     """A single-channel label PNG (palette PNGs are read as their indices, not colours) -> HxW int array."""
     try:
@@ -216,8 +199,3 @@ def require_nonempty(pairs: Sequence, where: Path | str, split: str, dataset: st
         raise FcnDeployError(
             f"no images for split '{split}' of dataset '{dataset}' in {where}; check --data-root and --split"
         )
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside `folder`, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

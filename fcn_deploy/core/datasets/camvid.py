@@ -8,14 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from fcn_deploy.core.datasets.base import (
-    FileDataset,
-    list_images,
-    require_dir,
-    require_nonempty,
-    require_root,
-)
+from fcn_deploy.core.datasets.base import FileDataset, require_dir, require_nonempty, require_root
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.images import list_images
 
 CAMVID_CLASSES = (
     "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",

@@ -21,14 +21,9 @@ import numpy as np
 from PIL import Image
 
 from fcn_deploy.core.card import voc_palette
-from fcn_deploy.core.datasets.base import (
-    FileDataset,
-    error_reason,
-    list_images,
-    require_nonempty,
-    require_root,
-)
+from fcn_deploy.core.datasets.base import FileDataset, require_nonempty, require_root
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.images import error_reason, list_images
 
 
 def read_classes(root: Path) -> tuple[list[str] | None, list | None, int | None]:

@@ -1,194 +1,33 @@
-"""Frame sources: cameras (V4L2 index, CSI via GStreamer), RTSP/HTTP streams, video files, images, folders, globs.
+"""Live sources (cameras, RTSP/HTTP streams): latest frame, open/read time-outs, reconnect with back-off.
 
-Every source yields `Frame`s holding HxWx3 uint8 RGB (BGR from OpenCV is converted here, at the boundary).
-
-File sources drop nothing. Live sources (cameras, streams) read on a background thread into a one-frame slot, so
-a slow consumer always gets the newest frame; overwritten frames are counted as dropped. A live source never
-yields a substitute frame: a failed or timed-out read marks the stream down, and it reconnects with exponential
-back-off until `max_reconnects` consecutive attempts have failed, then raises `SourceUnavailableError`.
+A reader thread per connection publishes into a one-frame slot, so a slow consumer always gets the newest frame;
+overwritten frames are counted as dropped. A live source never yields a substitute frame: a failed or timed-out
+read marks the stream down, and it reconnects with exponential back-off until `max_reconnects` consecutive
+attempts have failed, then raises `SourceUnavailableError`.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
-from fcn_deploy.core.preprocess import to_rgb
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.runtime.opencv import bgr_to_rgb, import_cv2
+from fcn_deploy.runtime.sources.base import FALLBACK_FPS, Frame, Source
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
-FALLBACK_FPS = 30.0
-CSI_PIPELINE = (
-    "nvarguscamerasrc sensor-id={sensor} ! video/x-raw(memory:NVMM), width={width}, height={height}, "
-    "framerate={fps}/1 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! video/x-raw, format=BGR ! "
-    "appsink drop=true max-buffers=1 sync=false"
-)
 
 
 class SourceUnavailableError(FcnDeployError):
     """A live source stayed down through every reconnect attempt."""
 
     exit_code = 2
-
-
-@dataclass(frozen=True)
-class Frame:
-    index: int  # position in the source (live sources: counts every frame read, so gaps show drops)
-    image: np.ndarray  # HxWx3 uint8 RGB
-    timestamp: float  # seconds: position in a video, wall-clock time for live frames, 0 for images
-    name: str  # file stem for images, zero-padded index otherwise (used for output file names)
-    captured: float  # time.perf_counter() when the frame was read (for latency)
-    capture_ms: float  # time spent reading and decoding it
-
-
-def _cv2():
-    # OpenCV and FFmpeg print warnings for every failed open; our own one-line errors replace them.
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    import cv2
-
-    return cv2
-
-
-def bgr_to_rgb(image: np.ndarray) -> np.ndarray:
-    """OpenCV image (gray, BGR, BGRA; 8 or 16 bit) -> HxWx3 uint8 RGB."""
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
-    if image.ndim == 3 and image.shape[2] >= 3:
-        image = image[:, :, 2::-1]
-    return to_rgb(image)
-
-
-class Source:
-    """Iterable of Frames. `live` sources drop stale frames; file sources drop nothing."""
-
-    live = False
-    name = "source"
-    fps = FALLBACK_FPS
-
-    def __init__(self) -> None:
-        self.dropped = 0
-        self.skipped = 0
-        self.reconnects = 0
-        self.timeouts = 0
-
-    def __iter__(self) -> Iterator[Frame]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Stop reading; safe to call from another thread and more than once."""
-
-
-# --- files ------------------------------------------------------------------------------------------------
-
-
-class VideoFileSource(Source):
-    def __init__(self, path: str | Path) -> None:
-        super().__init__()
-        cv2 = _cv2()
-        self.path = Path(path)
-        self.name = str(self.path)
-        self._cap = cv2.VideoCapture(str(self.path))
-        if not self._cap.isOpened():
-            raise FcnDeployError(
-                f"{self.path}: cannot open as a video (corrupt, truncated or unknown format)"
-            )
-        fps = self._cap.get(cv2.CAP_PROP_FPS)
-        if not fps or math.isnan(fps) or fps <= 0:
-            log.warning("%s: no frame rate in the file; assuming %g FPS for outputs", self.path, FALLBACK_FPS)
-            fps = FALLBACK_FPS
-        self.fps = float(fps)
-        self.expected = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        self._stop = threading.Event()
-
-    def __iter__(self) -> Iterator[Frame]:
-        cv2 = _cv2()
-        index = 0
-        try:
-            while not self._stop.is_set():
-                t0 = time.perf_counter()
-                ok, bgr = self._cap.read()
-                if not ok or bgr is None:
-                    break
-                pos = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-                rgb = bgr_to_rgb(bgr)
-                t1 = time.perf_counter()
-                yield Frame(index, rgb, pos, f"{index:06d}", t1, (t1 - t0) * 1000)
-                index += 1
-        finally:
-            self._cap.release()
-        if index == 0 and not self._stop.is_set():
-            raise FcnDeployError(f"{self.path}: no frame could be decoded (corrupt or truncated video)")
-        if not self._stop.is_set() and self.expected and index < self.expected - 1:
-            # read() cannot tell EOF from a decode failure; a short count is the only sign of a damaged file.
-            log.warning(
-                "%s: decoded %d of %d frames; the file may be truncated", self.path, index, self.expected
-            )
-
-    def close(self) -> None:
-        self._stop.set()
-
-
-class ImageFilesSource(Source):
-    """A list of image files. Unreadable ones are skipped, counted and named in a warning; never replaced."""
-
-    def __init__(self, paths: list[Path], name: str) -> None:
-        super().__init__()
-        self.paths = paths
-        self.name = name
-        self.skipped_names: list[str] = []
-        self._stop = threading.Event()
-
-    def __iter__(self) -> Iterator[Frame]:
-        cv2 = _cv2()
-        index = 0
-        seen: set[str] = set()
-        for path in self.paths:
-            if self._stop.is_set():
-                return
-            t0 = time.perf_counter()
-            data = np.fromfile(str(path), np.uint8) if path.is_file() else np.zeros(0, np.uint8)
-            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-            if image is None:
-                self.skipped += 1
-                self.skipped_names.append(str(path))
-                log.warning("skipping %s: not a readable image (%d bytes)", path, data.size)
-                continue
-            rgb = bgr_to_rgb(image)
-            t1 = time.perf_counter()
-            name = path.stem if path.stem not in seen else f"{path.stem}_{index:06d}"
-            seen.add(name)
-            yield Frame(index, rgb, 0.0, name, t1, (t1 - t0) * 1000)
-            index += 1
-        if self.skipped:
-            log.warning(
-                "skipped %d unreadable image(s): %s",
-                self.skipped,
-                ", ".join(Path(p).name for p in self.skipped_names),
-            )
-        if index == 0:
-            raise FcnDeployError(f"{self.name}: none of the {len(self.paths)} image file(s) could be read")
-
-    def close(self) -> None:
-        self._stop.set()
-
-
-# --- live sources -----------------------------------------------------------------------------------------
 
 
 class FrameReader(Protocol):
@@ -212,7 +51,7 @@ class CaptureReader:
         self._cap = None
 
     def open(self) -> None:
-        cv2 = _cv2()
+        cv2 = import_cv2()
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000),
@@ -226,7 +65,7 @@ class CaptureReader:
 
     @property
     def fps(self) -> float:
-        cv2 = _cv2()
+        cv2 = import_cv2()
         return float(self._cap.get(cv2.CAP_PROP_FPS)) if self._cap is not None else 0.0
 
     def read(self) -> np.ndarray | None:
@@ -435,71 +274,3 @@ class LiveSource(Source):
         with self._cond:
             self._generation += 1  # reader threads exit (and release their device) after their current read
             self._cond.notify_all()
-
-
-# --- opening a source from the command line ------------------------------------------------------------------
-
-
-def _has_gstreamer() -> bool:
-    cv2 = _cv2()
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GStreamer:"):
-            return "YES" in line.split(":", 1)[1]
-    return False
-
-
-def camera_source(spec: str, **live_kw: float) -> LiveSource:
-    """'0' -> V4L2/default camera 0; 'csi://0' -> Jetson CSI sensor 0 through nvarguscamerasrc."""
-    cv2 = _cv2()
-    open_t, read_t = live_kw.get("open_timeout_s", 5.0), live_kw.get("read_timeout_s", 2.0)
-    if spec.startswith("csi://"):
-        sensor = spec[len("csi://") :]
-        if not sensor.isdigit():
-            raise FcnDeployError(f"--camera {spec!r}: expected csi://N with a sensor number, e.g. csi://0")
-        if not _has_gstreamer():
-            raise MissingDependencyError(
-                f"--camera {spec}: CSI cameras need OpenCV built with GStreamer (JetPack's OpenCV has it; "
-                "opencv-python from pip does not); or use a V4L2 camera index such as --camera 0"
-            )
-        pipeline = CSI_PIPELINE.format(sensor=int(sensor), width=1280, height=720, fps=30)
-        return LiveSource(lambda: CaptureReader(pipeline, cv2.CAP_GSTREAMER, open_t, read_t), f"CSI camera {sensor}",
-                          **live_kw)  # fmt: skip
-    if not spec.isdigit():
-        raise FcnDeployError(f"--camera {spec!r}: expected a camera index such as 0, or csi://0")
-    index = int(spec)
-    api = (
-        cv2.CAP_V4L2
-        if os.name == "posix" and Path("/dev").is_dir() and os.uname().sysname == "Linux"
-        else None
-    )
-    return LiveSource(lambda: CaptureReader(index, api, open_t, read_t), f"camera {index}", **live_kw)
-
-
-def open_source(spec: str, **live_kw: float) -> Source:
-    """A URL, video file, image, folder or glob pattern."""
-    if spec.lower().startswith(URL_SCHEMES):
-        open_t, read_t = live_kw.get("open_timeout_s", 5.0), live_kw.get("read_timeout_s", 2.0)
-        cv2 = _cv2()
-        return LiveSource(
-            lambda: CaptureReader(spec, cv2.CAP_FFMPEG, open_t, read_t), f"stream {spec}", **live_kw
-        )
-    path = Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise FcnDeployError(
-                f"{path}: folder has no images ({', '.join(IMAGE_SUFFIXES)}); check the path"
-            )
-        return ImageFilesSource(files, str(path))
-    if path.is_file():
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            return ImageFilesSource([path], str(path))
-        return VideoFileSource(path)
-    if any(c in spec for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
-        if not files:
-            raise FcnDeployError(
-                f"{spec}: the pattern matches no files; check the pattern (quote it in the shell)"
-            )
-        return ImageFilesSource(files, spec)
-    raise FcnDeployError(f"{spec}: no such file or folder; give a video, image, folder, glob or rtsp:// URL")
