@@ -89,7 +89,7 @@ class ShapeRange:
 
     def around(self, opt: Sequence[int]) -> ShapeRange:
         """This range with `opt` as its optimum, widened to contain it (the max rounded up to the stride)."""
-        opt_hw = (int(opt[0]), int(opt[1]))
+        opt_hw = ShapeRange(opt, opt, opt).opt_hw  # type: ignore[arg-type]  # validates opt
         hi = round_up(opt_hw)
         return ShapeRange(
             (min(self.min_hw[0], opt_hw[0]), min(self.min_hw[1], opt_hw[1])),
