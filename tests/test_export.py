@@ -244,3 +244,13 @@ def test_checking_an_existing_file_needs_no_torch(labels_export) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "ArgMax" in out and "Conv" in out
+
+
+def test_export_options_and_their_choices_need_no_torch() -> None:
+    code = (
+        "import sys\nfrom fcn_deploy.export import ExportOptions\nfrom fcn_deploy.export.options import HEADS\n"
+        "ExportOptions(head=HEADS[-1])\ntry:\n    ExportOptions(opset=99)\nexcept Exception as e:\n    print(e)\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--opset 99: supported range is 13..20" in out

@@ -9,10 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ExportOptions", "ExportReport", "export_onnx", "model_for_export"]
+_HOMES = {
+    "ExportOptions": "fcn_deploy.export.options",
+    "ExportReport": "fcn_deploy.export.onnx_export",
+    "export_onnx": "fcn_deploy.export.onnx_export",
+    "model_for_export": "fcn_deploy.export.onnx_export",
+}
+__all__ = list(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("fcn_deploy.export.onnx_export"), name)
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

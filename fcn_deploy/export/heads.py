@@ -15,9 +15,8 @@ from torch import nn
 
 from fcn_deploy.core.card import OutputSpec
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.export.options import HEADS
 
-HEADS = ("labels", "logits", "probs", "labels+probs")
-DEFAULT_HEAD = "labels"
 LABEL_DTYPE = torch.int32
 
 
