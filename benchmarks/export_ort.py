@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,18 +23,16 @@ import onnxruntime as ort
 import torch
 
 from fcn_deploy.core.shapes import parse_hw
+from fcn_deploy.core.timing import latency_stats, time_calls
 from fcn_deploy.export import ExportOptions, export_onnx, model_for_export
 
 
-def timed(fn, runs: int, warmup: int = 1) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    ms = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ms.append(1e3 * (time.perf_counter() - t))
-    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "runs_ms": [round(x, 1) for x in ms]}
+def summary(ms: list[float]) -> dict:
+    return {"median_ms": latency_stats(ms)["median"], "min_ms": min(ms), "runs_ms": [round(x, 1) for x in ms]}
+
+
+def timed(fn, runs: int, warmup: int = 1) -> dict:
+    return summary(time_calls(fn, runs, warmup))
 
 
 def main() -> None:
@@ -91,15 +88,14 @@ def main() -> None:
     if backend:
         backend.run(x)
     for _ in range(args.runs):
-        bare_ms.append(timed(lambda: bare.run(None, {"image": x}), 1, 0)["median_ms"])
+        bare_ms += time_calls(lambda: bare.run(None, {"image": x}), 1, 0)
         if backend:
-            ours_ms.append(timed(lambda: backend.run(x), 1, 0)["median_ms"])
-    result["ort_bare"] = {"median_ms": statistics.median(bare_ms), "min_ms": min(bare_ms),
-                          "runs_ms": [round(v, 1) for v in bare_ms]}  # fmt: skip
+            ours_ms += time_calls(lambda: backend.run(x), 1, 0)
+    result["ort_bare"] = summary(bare_ms)
     if backend:
-        result["ort_backend"] = {"median_ms": statistics.median(ours_ms), "min_ms": min(ours_ms),
-                                 "runs_ms": [round(v, 1) for v in ours_ms]}  # fmt: skip
-        result["backend_over_bare_pct"] = round(100 * (statistics.median(ours_ms) / statistics.median(bare_ms) - 1), 2)
+        result["ort_backend"] = summary(ours_ms)
+        ratio = result["ort_backend"]["median_ms"] / result["ort_bare"]["median_ms"]
+        result["backend_over_bare_pct"] = round(100 * (ratio - 1), 2)
         backend.close()
     result["ort_vs_torch_speedup"] = round(result["torch_eager"]["median_ms"] / result["ort_bare"]["median_ms"], 3)
     result["loadavg_after"] = os.getloadavg()

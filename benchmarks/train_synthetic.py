@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from fcn_deploy.core.timing import latency_stats
+
 COMMAND = ["train", "--variant", "fcn8s", "--dataset", "synthetic", "--width", "0.125", "--optimizer", "adamw",
            "--epochs", "200"]  # fmt: skip
 
@@ -70,7 +72,6 @@ def main() -> int:
 
         ckpt = load_checkpoint(out / "best.pt")
         best_pt = {"epoch": ckpt["epoch"], "mean_iou": ckpt["best_miou"]}
-    epoch_seconds = sorted(e["seconds"] for e in log)
     result = {
         "command": "fcn-deploy " + " ".join(COMMAND) + f" --output {out}",
         "target_mean_iou": args.target,
@@ -80,7 +81,7 @@ def main() -> int:
         "epoch_of_target": reached_at[1] if reached_at else None,
         "best_pt": best_pt,
         "epochs_done": log[-1]["epoch"] if log else 0,
-        "median_epoch_seconds": epoch_seconds[len(epoch_seconds) // 2] if log else None,
+        "median_epoch_seconds": latency_stats([e["seconds"] for e in log])["median"] if log else None,
         "wall_seconds": round(elapsed, 1),
         "stopped_early": proc.returncode != 0,
         "cpu_count": os.cpu_count(),

@@ -1,40 +1,35 @@
 """Latency profiling of any backend, reported the way trtexec reports it.
 
 Latency is the wall time of one `Backend.run(batch)` (for TensorRT: H2D + GPU compute + D2H, like trtexec's
-"Latency"). Statistics: min / max / mean / median / p90 / p95 / p99, throughput (batches/s and images/s) and the
-coefficient of variation, with trtexec's warning above 2.5% (unstable clocks, other load, thermal throttling).
-
-A backend that can time its own stages exposes `timed_run(batch) -> (outputs, {"h2d_ms", "compute_ms",
-"d2h_ms", "enqueue_ms"})` (CUDA events; the TensorRT backend); profile then reports each stage like trtexec's "H2D Latency",
-"GPU Compute Time", "D2H Latency" and "Enqueue Time"; a backend that only records `last_gpu_ms` after each run
-(CUDA events around the whole enqueue, as the TensorRT backend does) gets "GPU Time". Per-layer times come from `layer_times(batch, iterations)
--> [{"name", "ms"}]` when asked for and offered. Torch-free: it runs on the deploy side.
+"Latency"), summarised by `fcn_deploy.core.timing` (min / max / mean / median / p90 / p95 / p99, nearest-rank
+percentiles) with throughput (batches/s and images/s) and the coefficient of variation, warned about above
+trtexec's 2.5% (unstable clocks, other load, thermal throttling). What the backend declares is used, nothing is
+probed: `device_timing` adds "GPU Time" from `last_device_ms` (CUDA events around the whole enqueue),
+`per_layer` allows `--per-layer` through `layer_times(batch, iterations)`. Each result carries the environment
+fingerprint (`fcn_deploy.core.environment`) with the GPU from `gpu_info()`. Torch-free: it runs on the deploy side.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
-import platform
-import sys
+import importlib.util
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from fcn_deploy.core.backend import Backend
+from fcn_deploy.core.environment import fingerprint
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.preprocess import preprocess
 from fcn_deploy.core.shapes import format_hw
+from fcn_deploy.core.timing import latency_stats
 
 CV_WARNING_PCT = 2.5  # trtexec's threshold for "the results may be unstable"
 MIN_ITERATIONS = 10  # trtexec's --iterations default: a duration-bound run still takes at least this many
-STAGE_KEYS = ("h2d_ms", "compute_ms", "d2h_ms", "enqueue_ms", "gpu_ms")
-STAGE_NAMES = {"enqueue_ms": "Enqueue Time", "h2d_ms": "H2D Latency", "compute_ms": "GPU Compute Time",
-               "d2h_ms": "D2H Latency", "gpu_ms": "GPU Time (H2D + compute + D2H)"}
-LIBRARIES = ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt", "cuda-python", "opencv-python-headless")
+DEVICE_STAGE = "gpu_ms"
+STAGE_NAMES = {DEVICE_STAGE: "GPU Time (H2D + compute + D2H)"}
 
 
 @dataclass(frozen=True)
@@ -60,55 +55,6 @@ class ProfileConfig:
             raise FcnDeployError(f"--duration {self.duration_s}: must be > 0 seconds")
 
 
-def percentile(sorted_ms: Sequence[float], pct: float) -> float:
-    """trtexec's percentile: the value below which `pct` percent of the (sorted) samples fall, nearest rank."""
-    n = len(sorted_ms)
-    exclude = int((100.0 - pct) * n / 100.0 + 1e-9)  # (1 - 0.9) * 100 is 9.99... in binary floating point
-    return float(sorted_ms[max(n - 1 - exclude, 0)])
-
-
-def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
-    """min / max / mean / median / p90 / p95 / p99 / std and the coefficient of variation in percent."""
-    if not samples_ms:
-        raise ValueError("latency_stats of no samples")
-    a = np.sort(np.asarray(samples_ms, np.float64))
-    mean = float(a.mean())
-    std = float(a.std())
-    return {
-        "min": float(a[0]),
-        "max": float(a[-1]),
-        "mean": mean,
-        "median": float(np.median(a)),
-        "p90": percentile(a, 90),
-        "p95": percentile(a, 95),
-        "p99": percentile(a, 99),
-        "std": std,
-        "cv_pct": 100.0 * std / mean if mean > 0 else 0.0,
-    }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def library_versions() -> dict[str, str]:
-    """Installed distributions from package metadata: nothing is imported to find them."""
-    out = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 def gpu_info() -> dict[str, Any] | None:
     """GPU name, compute capability and CUDA versions when cuda-python and a device exist; else None."""
     if importlib.util.find_spec("cuda") is None:
@@ -122,40 +68,18 @@ def gpu_info() -> dict[str, Any] | None:
         return None
 
 
-def tensorrt_version() -> str | None:
-    if importlib.util.find_spec("tensorrt") is None:
-        return None
-    try:
-        return importlib.metadata.version("tensorrt")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def environment() -> dict[str, Any]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    env_threads = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
-    torch = sys.modules.get("torch")  # only when already loaded: profiling must not pull torch in
-    if torch is not None:
-        env_threads["torch_intra_op"] = str(torch.get_num_threads())
-    return {
-        "platform": platform.platform(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpu_threads_available": affinity,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "thread_env": env_threads,
-        "libraries": library_versions(),
-        "gpu": gpu_info(),
-        "tensorrt": tensorrt_version(),
-    }
+    """The environment fingerprint with this machine's GPU (None without cuda-python or a device)."""
+    return fingerprint(gpu=gpu_info())
 
 
 def input_batch(backend: Backend, shape: tuple[int, int] | None, batch: int, seed: int = 0) -> np.ndarray:
     """A deterministic, realistically normalised N x 3 x H x W batch (random pixels through the card's
     preprocessing). The size: `shape`, else the model's fixed size, else the card's opt shape."""
-    fixed = getattr(backend, "fixed_hw", None)
+    sizes = backend.input_sizes
+    fixed = sizes.fixed
     if shape is None:
-        shape = tuple(fixed) if fixed else tuple(backend.card.opt_shape)
+        shape = fixed or sizes.opt_hw
     elif fixed and tuple(fixed) != tuple(shape):
         raise FcnDeployError(
             f"--shape {format_hw(shape)}: this model has a static input of {format_hw(fixed)}; "
@@ -186,10 +110,9 @@ class ProfileResult:
 
     @property
     def stability_cv_pct(self) -> float:
-        """trtexec judges stability on GPU compute time; without a GPU, on the latency."""
-        for key in ("compute_ms", "gpu_ms"):
-            if key in self.stages_ms:
-                return self.stages_ms[key]["cv_pct"]
+        """trtexec judges stability on GPU time; without a GPU, on the latency."""
+        if DEVICE_STAGE in self.stages_ms:
+            return self.stages_ms[DEVICE_STAGE]["cv_pct"]
         return self.latency_ms["cv_pct"]
 
     @property
@@ -235,7 +158,7 @@ class ProfileResult:
             f"Throughput: {self.throughput_qps:.3f} qps ({self.throughput_qps * self.batch:.3f} images/s)",
             _stat_line("Latency", lat),
         ]
-        lines += [_stat_line(STAGE_NAMES[k], self.stages_ms[k]) for k in STAGE_KEYS if k in self.stages_ms]
+        lines += [_stat_line(STAGE_NAMES[k], v) for k, v in self.stages_ms.items()]
         lines.append(
             f"Total Host Walltime: {self.total_s:.3f} s for {self.iterations} iterations "
             f"(after {self.warmup['iterations']} warm-up runs in {self.warmup['seconds']:.3f} s)"
@@ -266,29 +189,28 @@ def profile_backend(
     if batch is None:
         batch = input_batch(backend, config.shape, config.batch)
     shape = (int(batch.shape[2]), int(batch.shape[3]))
-    timed = getattr(backend, "timed_run", None)
-    run = timed if callable(timed) else backend.run
+    if config.per_layer and not backend.per_layer:
+        raise FcnDeployError(
+            f"--per-layer: the {backend.name} backend does not report per-layer times; "
+            "per-layer timing needs a TensorRT engine (run it on --backend tensorrt)"
+        )
 
     t0 = time.perf_counter()
     warm = 0
     while warm < config.warmup_iterations or time.perf_counter() - t0 < config.warmup_s:
-        run(batch)
+        backend.run(batch)
         warm += 1
     warm_s = time.perf_counter() - t0
 
     latencies: list[float] = []
-    stages: dict[str, list[float]] = {}
+    device: list[float] = []
     start = time.perf_counter()
     while True:
         t = time.perf_counter()
-        out = run(batch)
+        backend.run(batch)
         latencies.append((time.perf_counter() - t) * 1e3)
-        if callable(timed):
-            for key, ms in out[1].items():
-                if key in STAGE_KEYS:
-                    stages.setdefault(key, []).append(float(ms))
-        elif getattr(backend, "last_gpu_ms", None) is not None:
-            stages.setdefault("gpu_ms", []).append(float(backend.last_gpu_ms))
+        if backend.device_timing and backend.last_device_ms is not None:
+            device.append(float(backend.last_device_ms))
         if progress is not None:
             progress(len(latencies))
         if config.iterations is not None:
@@ -298,15 +220,7 @@ def profile_backend(
             break
     total_s = time.perf_counter() - start
 
-    layers = None
-    if config.per_layer:
-        layer_times = getattr(backend, "layer_times", None)
-        if not callable(layer_times):
-            raise FcnDeployError(
-                f"--per-layer: the {backend.name} backend does not report per-layer times; "
-                "per-layer timing needs a TensorRT engine (run it on --backend tensorrt)"
-            )
-        layers = list(layer_times(batch, max(len(latencies), MIN_ITERATIONS)))
+    layers = list(backend.layer_times(batch, max(len(latencies), MIN_ITERATIONS))) if config.per_layer else None
     return ProfileResult(
         backend=backend.describe(),
         shape=shape,
@@ -315,18 +229,10 @@ def profile_backend(
         latency_ms=latency_stats(latencies),
         iterations=len(latencies),
         total_s=total_s,
-        stages_ms={k: latency_stats(v) for k, v in stages.items()},
+        stages_ms={DEVICE_STAGE: latency_stats(device)} if device else {},
         layers=layers,
         environment=environment(),
     )
 
 
-__all__ = [
-    "ProfileConfig",
-    "ProfileResult",
-    "environment",
-    "input_batch",
-    "latency_stats",
-    "percentile",
-    "profile_backend",
-]
+__all__ = ["ProfileConfig", "ProfileResult", "environment", "gpu_info", "input_batch", "profile_backend"]

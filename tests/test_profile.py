@@ -8,23 +8,13 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from fcn_deploy.cli import main
 from fcn_deploy.core.card import ModelCard, OutputSpec
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.profile import (
-    CV_WARNING_PCT,
-    ProfileConfig,
-    ProfileResult,
-    latency_stats,
-    percentile,
-    profile_backend,
-)
+from fcn_deploy.core.timing import STAT_KEYS, latency_stats
+from fcn_deploy.profile import CV_WARNING_PCT, ProfileConfig, ProfileResult, profile_backend
 from fcn_deploy.runtime.ort_backend import OrtBackend
-
-STAT_KEYS = ("min", "max", "mean", "median", "p90", "p95", "p99", "std", "cv_pct")
 
 
 def tiny_onnx(path, classes: int = 4, static_hw: tuple[int, int] | None = None) -> str:
@@ -56,25 +46,6 @@ def tiny_onnx(path, classes: int = 4, static_hw: tuple[int, int] | None = None) 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     return tiny_onnx(tmp_path_factory.mktemp("profile") / "tiny.onnx")
-
-
-def test_percentile_is_trtexecs_nearest_rank():
-    values = list(range(1, 101))  # 1..100 ms
-    assert percentile(values, 90) == 90
-    assert percentile(values, 99) == 99
-    assert percentile(values, 50) == 50
-    assert percentile([7.0], 99) == 7.0
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(min_value=0.01, max_value=1e4, allow_nan=False), min_size=1, max_size=300))
-def test_latency_stats_are_ordered(samples):
-    s = latency_stats(samples)
-    assert set(STAT_KEYS) <= set(s)
-    eps = 1e-9 * max(samples)
-    assert s["min"] - eps <= s["median"] <= s["p90"] <= s["p95"] <= s["p99"] <= s["max"] + eps
-    assert s["min"] - eps <= s["mean"] <= s["max"] + eps
-    assert s["cv_pct"] >= 0
 
 
 def test_profile_iterations_on_onnxruntime(model_path):
@@ -122,33 +93,51 @@ def test_per_layer_needs_a_backend_that_reports_layers(model_path):
         profile_backend(backend, ProfileConfig(iterations=3, warmup_s=0, per_layer=True))
 
 
-class StagedOrt(OrtBackend):
-    """ORT plus the TensorRT backend's optional hooks, timed for real: the copy in, the run, the copy out."""
+class DeclaredOrt(OrtBackend):
+    """ORT declaring the TensorRT backend's capabilities, timed for real: per-layer times and a device time."""
 
-    def timed_run(self, batch):
-        t0 = time.perf_counter()
-        staged = np.array(batch, copy=True)
-        t1 = time.perf_counter()
-        out = self.run(staged)
-        t2 = time.perf_counter()
-        out = {k: np.array(v, copy=True) for k, v in out.items()}
-        t3 = time.perf_counter()
-        return out, {"h2d_ms": (t1 - t0) * 1e3, "compute_ms": (t2 - t1) * 1e3, "d2h_ms": (t3 - t2) * 1e3}
+    per_layer = True
+    device_timing = True
+
+    def run(self, batch):
+        t = time.perf_counter()
+        out = super().run(batch)
+        self.last_device_ms = (time.perf_counter() - t) * 1e3
+        return out
 
     def layer_times(self, batch, iterations):
         return [{"name": "Conv", "ms": 0.01}, {"name": "ArgMax", "ms": 0.001}]
 
 
-def test_stage_times_and_layers_when_the_backend_offers_them(model_path):
-    with StagedOrt(model_path) as backend:
+def test_device_time_and_layers_when_the_backend_declares_them(model_path):
+    with DeclaredOrt(model_path) as backend:
         result = profile_backend(backend, ProfileConfig(iterations=12, warmup_s=0, per_layer=True))
-    assert set(result.stages_ms) == {"h2d_ms", "compute_ms", "d2h_ms"}
+    assert set(result.stages_ms) == {"gpu_ms"}
     for stats in result.stages_ms.values():
         assert stats["min"] <= stats["median"] <= stats["max"]
-    assert result.stages_ms["compute_ms"]["median"] <= result.latency_ms["max"]
+    assert result.stages_ms["gpu_ms"]["median"] <= result.latency_ms["max"]
     assert [row["name"] for row in result.layers] == ["Conv", "ArgMax"]
     text = result.summary()
-    assert "GPU Compute Time" in text and "H2D Latency" in text and "Per-layer" in text
+    assert "GPU Time" in text and "Per-layer" in text
+
+
+class UndeclaredOrt(OrtBackend):
+    """Has the hooks but does not declare them: profile reads the declaration, it does not probe."""
+
+    def run(self, batch):
+        out = super().run(batch)
+        self.last_device_ms = 1.0
+        return out
+
+    def layer_times(self, batch, iterations):
+        return [{"name": "Conv", "ms": 0.01}]
+
+
+def test_undeclared_capabilities_are_not_used(model_path):
+    with UndeclaredOrt(model_path) as backend:
+        assert profile_backend(backend, ProfileConfig(iterations=3, warmup_s=0)).stages_ms == {}
+        with pytest.raises(FcnDeployError, match="per-layer"):
+            profile_backend(backend, ProfileConfig(iterations=3, warmup_s=0, per_layer=True))
 
 
 def test_unstable_timings_warn():
@@ -197,18 +186,18 @@ def test_cli_missing_model(tmp_path):
 
 
 class GpuTimedOrt(OrtBackend):
-    """ORT recording `last_gpu_ms` after each run, the attribute the TensorRT backend fills from CUDA events."""
+    """ORT recording `last_device_ms` after each run, as the TensorRT backend does from CUDA events."""
 
-    last_gpu_ms = None
+    device_timing = True
 
     def run(self, batch):
         t = time.perf_counter()
         out = super().run(batch)
-        self.last_gpu_ms = (time.perf_counter() - t) * 1e3
+        self.last_device_ms = (time.perf_counter() - t) * 1e3
         return out
 
 
-def test_last_gpu_ms_becomes_a_gpu_time_stage(model_path):
+def test_last_device_ms_becomes_a_gpu_time_stage(model_path):
     with GpuTimedOrt(model_path) as backend:
         result = profile_backend(backend, ProfileConfig(iterations=10, warmup_s=0))
     assert set(result.stages_ms) == {"gpu_ms"}

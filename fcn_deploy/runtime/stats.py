@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from fcn_deploy.core.timing import latency_stats
 
 STAGES = ("capture", "pre", "infer", "post", "draw", "write")
 
@@ -64,12 +64,8 @@ class RunStats:
         def summary(values: list[float]) -> dict[str, float]:
             if not values:
                 return {"mean": 0.0, "p50": 0.0, "p95": 0.0}
-            a = np.asarray(values)
-            return {
-                "mean": float(a.mean()),
-                "p50": float(np.percentile(a, 50)),
-                "p95": float(np.percentile(a, 95)),
-            }
+            s = latency_stats(values)  # the project's one percentile convention (nearest rank)
+            return {"mean": s["mean"], "p50": s["median"], "p95": s["p95"]}
 
         with self._lock:
             return {
