@@ -13,6 +13,7 @@ from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 from fcn_deploy.core.onnx_io import load_onnx
 from fcn_deploy.core.outputs import normalize_outputs
+from fcn_deploy.core.shapes import ShapeRange
 
 TRT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcn-deploy" / "ort-tensorrt"
 
@@ -98,6 +99,13 @@ class OrtBackend(Backend):
                 f"{self.path}: none of the model card outputs {[o.name for o in self.card.outputs]} is in the graph "
                 f"(graph outputs: {sorted(graph_outputs)}); re-export the model"
             )
+
+    @property
+    def input_sizes(self) -> ShapeRange:
+        """A static graph takes exactly its H x W; a dynamic one the card's range."""
+        if self.fixed_hw is None:
+            return self.card.shapes
+        return ShapeRange(self.fixed_hw, self.fixed_hw, self.fixed_hw)
 
     @property
     def kinds(self) -> tuple[str, ...]:
