@@ -204,3 +204,14 @@ def test_last_device_ms_becomes_a_gpu_time_stage(model_path):
     assert result.stages_ms["gpu_ms"]["median"] <= result.latency_ms["max"]
     assert result.stability_cv_pct == result.stages_ms["gpu_ms"]["cv_pct"]
     assert "GPU Time (H2D + compute + D2H)" in result.summary()
+
+
+def test_cli_choices_and_defaults_come_from_the_library():
+    from fcn_deploy.chain.backends import BACKENDS
+    from fcn_deploy.cli import profile as profile_cli
+
+    params = {p.name: p for p in profile_cli.command.params}
+    assert tuple(params["backend"].type.choices) == BACKENDS
+    assert params["batch"].default == ProfileConfig().batch
+    assert params["warmup_s"].default == ProfileConfig().warmup_s
+    assert f"[default: {ProfileConfig().duration_s:g}]" in params["duration"].help

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import click
 
-BACKEND_CHOICES = ["auto", "tensorrt", "onnxruntime", "torch"]
+from fcn_deploy.chain.backends import BACKENDS
+from fcn_deploy.profile import MIN_ITERATIONS, ProfileConfig
+
+DEFAULTS = ProfileConfig()
 
 
 @click.command("profile")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: by file type (.onnx ONNX Runtime, .engine TensorRT, .pt PyTorch).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="[default: cuda for engines, else cpu]")
 @click.option("--shape", help="Input HxW [default: the model's fixed size, else the model card's opt shape].")
-@click.option("--batch", type=int, default=1, show_default=True)
-@click.option("--warmup-s", type=float, default=0.2, show_default=True, help="Warm-up seconds before timing.")
+@click.option("--batch", type=int, default=DEFAULTS.batch, show_default=True)
+@click.option("--warmup-s", type=float, default=DEFAULTS.warmup_s, show_default=True,
+              help="Warm-up seconds before timing.")
 @click.option("--iterations", type=int, help="Time exactly N runs (instead of --duration).")
-@click.option("--duration", type=float, help="Time runs for S seconds (at least 10 runs)  [default: 3]")
+@click.option("--duration", type=float,
+              help=f"Time runs for S seconds (at least {MIN_ITERATIONS} runs)  [default: {DEFAULTS.duration_s:g}]")
 @click.option("--per-layer", is_flag=True, help="Per-layer times (TensorRT engines).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the result as JSON ('-': stdout).")
 def command(model, backend, device, shape, batch, warmup_s, iterations, duration, per_layer, json_out) -> None:
@@ -27,13 +32,13 @@ def command(model, backend, device, shape, batch, warmup_s, iterations, duration
     from fcn_deploy.core.atomic import write_text
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.core.shapes import parse_hw
-    from fcn_deploy.profile import ProfileConfig, profile_backend
+    from fcn_deploy.profile import profile_backend
 
     if iterations is not None and duration is not None:
         raise FcnDeployError("give --iterations N or --duration S, not both")
     config = ProfileConfig(
         shape=parse_hw(shape, "--shape") if shape else None, batch=batch, warmup_s=warmup_s,
-        iterations=iterations, duration_s=3.0 if duration is None else duration, per_layer=per_layer,
+        iterations=iterations, duration_s=DEFAULTS.duration_s if duration is None else duration, per_layer=per_layer,
     )
     with open_backend(model, backend=backend, device=device) as runner:
         result = profile_backend(runner, config)
