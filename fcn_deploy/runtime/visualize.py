@@ -11,6 +11,7 @@ import numpy as np
 
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.runtime.opencv import import_cv2
 
 MODES = ("overlay", "mask", "side-by-side", "heatmap")
 
@@ -24,8 +25,7 @@ def palette_lut(palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
 
 def colorize(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
     if len(lut) == 256:  # up to 256 classes: OpenCV's table lookup, ~6x faster than numpy indexing
-        import cv2
-
+        cv2 = import_cv2()
         u8 = labels if labels.dtype == np.uint8 else labels.astype(np.uint8)
         return cv2.LUT(cv2.merge([u8, u8, u8]), lut.reshape(256, 1, 3))
     return lut[np.clip(labels.astype(np.intp, copy=False), 0, len(lut) - 1)]
@@ -33,8 +33,7 @@ def colorize(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
 
 def blend(frame: np.ndarray, colour: np.ndarray, alpha: float) -> np.ndarray:
     """(1 - alpha) * frame + alpha * colour, rounded (exact for alpha 0 and 1)."""
-    import cv2
-
+    cv2 = import_cv2()
     return cv2.addWeighted(frame, 1.0 - alpha, colour, alpha, 0.0)
 
 
@@ -46,8 +45,7 @@ def softmax(logits: np.ndarray, axis: int = 0) -> np.ndarray:
 
 def colormap(values01: np.ndarray) -> np.ndarray:
     """Probability in [0, 1] -> RGB jet colour map (blue = 0, red = 1), as in the paper's heat map figure."""
-    import cv2
-
+    cv2 = import_cv2()
     u8 = np.clip(np.rint(values01 * 255), 0, 255).astype(np.uint8)
     return cv2.applyColorMap(u8, cv2.COLORMAP_JET)[:, :, ::-1]
 
@@ -64,8 +62,7 @@ def resolve_class(card: ModelCard, name: str) -> int:
 
 def put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.5) -> None:
     """White text on a dark outline, in place."""
-    import cv2
-
+    cv2 = import_cv2()
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
 
@@ -127,8 +124,7 @@ class Visualizer:
                 )
             prob = scores[spec.heat_class] if is_probs else softmax(scores, 0)[spec.heat_class]
             if prob.shape != frame.shape[:2]:
-                import cv2
-
+                cv2 = import_cv2()
                 prob = cv2.resize(prob.astype(np.float32), (frame.shape[1], frame.shape[0]),
                                   interpolation=cv2.INTER_LINEAR)  # fmt: skip
             out = blend(frame, colormap(prob), spec.alpha)
