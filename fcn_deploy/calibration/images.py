@@ -19,6 +19,7 @@ import numpy as np
 
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.images import IMAGE_EXTENSIONS, list_images, read_image
+from fcn_deploy.runtime.opencv import bgr_to_rgb, import_cv2
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +244,7 @@ def from_dataset(
 
 # --- video ------------------------------------------------------------------------------------------------------
 def _open_video(path: Path):
-    import cv2
-
+    cv2 = import_cv2()
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise FcnDeployError(f"{path}: cannot open this video with OpenCV; check the file or convert it to mp4")
@@ -252,8 +252,7 @@ def _open_video(path: Path):
 
 
 def _count_frames(path: Path) -> int:
-    import cv2
-
+    cv2 = import_cv2()
     cap = _open_video(path)
     try:
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -277,7 +276,7 @@ def _frames(path: Path, wanted: Sequence[int]) -> Callable[[], Iterator[Sample]]
                     ok, frame = cap.read()
                     if not ok:
                         return
-                    yield Sample(f"frame{k:06d}", np.ascontiguousarray(frame[:, :, ::-1]))
+                    yield Sample(f"frame{k:06d}", bgr_to_rgb(frame))
                 elif not cap.grab():
                     return
         finally:
