@@ -14,8 +14,8 @@ from onnx import TensorProto, helper
 from fcn_deploy.core.atomic import atomic_write, sha256_file, write_bytes
 from fcn_deploy.core.card import ModelCard, Normalization, OutputSpec, voc_palette
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.core.preprocess import denormalize, normalize, preprocess, resize_labels, to_rgb
 from fcn_deploy.core.model_config import ModelConfig
+from fcn_deploy.core.preprocess import denormalize, normalize, preprocess, resize_labels, to_rgb
 from fcn_deploy.core.shapes import DEFAULT_SHAPES, ShapeRange, parse_hw, parse_hw_list
 
 

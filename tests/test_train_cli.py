@@ -220,7 +220,7 @@ def test_train_cli_defaults_are_the_train_config_defaults():
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     flags = {"no_hflip": "hflip", "no_amp": "amp"}  # negated on the command line
     synthetic_only = {"num_classes", "synthetic_size", "synthetic_length"}  # become dataset_options
-    for name, option in options.items():
+    for name in options:
         if name in RUNTIME_OPTIONS or name in synthetic_only or name == "dataset":  # --dataset is required
             continue
         key = flags.get(name, name)
