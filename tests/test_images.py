@@ -8,10 +8,8 @@ from PIL import Image
 
 from fcn_deploy.calibration import images as calibration_images
 from fcn_deploy.calibration.images import from_folder
-from fcn_deploy.core import images
-from fcn_deploy.core.datasets import build_dataset
 from fcn_deploy.core.datasets import base as dataset_base
-from fcn_deploy.core.datasets import camvid, folder
+from fcn_deploy.core.datasets import build_dataset, camvid, folder
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.images import IMAGE_EXTENSIONS, list_images, read_image
 from fcn_deploy.runtime.sources import opening
