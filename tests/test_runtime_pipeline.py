@@ -7,11 +7,14 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 from test_runtime_helpers import PALETTE, colour_image, count_video_frames, make_channel_model, write_video
 from test_runtime_sources import PacedReader, live
 
 from fcn_deploy.core.backend import Backend
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.shapes import ShapeRange
 from fcn_deploy.runtime.ort_backend import OrtBackend
 from fcn_deploy.runtime.pipeline import LatestQueue, Pipeline, model_input_hw
 from fcn_deploy.runtime.sinks import ImageFolderSink, LabelSink, VideoSink
@@ -78,12 +81,15 @@ def test_max_frames_and_input_size_rules(tmp_path):
     stats = make_pipeline(make_channel_model(tmp_path / "m.onnx"), open_source(str(tmp_path / "in.avi")), [],
                           max_frames=7).run()  # fmt: skip
     assert stats.frames == 7
-    card = ((32, 32), (360, 480))
-    assert model_input_hw((720, 960), card, None, False, None) == (360, 480)
-    assert model_input_hw((720, 960), card, None, True, None) == (720, 960)
-    assert model_input_hw((16, 16), card, None, False, None) == (32, 32)
-    assert model_input_hw((720, 960), card, (100, 200), False, None) == (100, 200)
-    assert model_input_hw((720, 960), card, None, False, (64, 64)) == (64, 64)
+    card = ShapeRange((32, 32), (360, 480), (360, 480))
+    assert model_input_hw((720, 960), card, None, False) == (360, 480)
+    assert model_input_hw((720, 960), card, None, True) == (720, 960)
+    assert model_input_hw((16, 16), card, None, False) == (32, 32)
+    assert model_input_hw((720, 960), card, (100, 200), False) == (100, 200)
+    fixed = ShapeRange((64, 64), (64, 64), (64, 64))
+    assert model_input_hw((720, 960), fixed, None, False) == (64, 64)
+    with pytest.raises(FcnDeployError, match="fixed 64x64"):
+        model_input_hw((720, 960), fixed, None, True)
 
 
 class RecordingSlowBackend(Backend):

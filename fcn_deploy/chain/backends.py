@@ -42,8 +42,8 @@ def open_backend(
 ) -> Backend:
     """Open `model_path` on the chosen backend. TensorRT and torch are imported only when chosen.
 
-    device None: cuda for TensorRT engines, cpu for everything else. trust_engine: run an engine whose
-    manifest is missing or does not match (TensorRT checks it otherwise).
+    device None: cuda for TensorRT engines, cpu for everything else; "auto": a GPU where the backend sees one.
+    trust_engine: run an engine whose manifest is missing or does not match (TensorRT checks it otherwise).
     """
     path = Path(model_path)
     if not path.is_file():
@@ -58,7 +58,7 @@ def open_backend(
             ) from None
         return OrtBackend(path, device=device or "cpu")
     if kind == "tensorrt":
-        if device not in (None, "cuda"):
+        if device not in (None, "auto", "cuda"):
             raise FcnDeployError(f"{path}: a TensorRT engine runs on the GPU only; pass --device cuda")
         try:
             trt_backend = importlib.import_module("fcn_deploy.engine.backend")
@@ -70,4 +70,4 @@ def open_backend(
         return trt_backend.TrtBackend(path, trust=trust_engine)
     from fcn_deploy.training.backend import TorchBackend
 
-    return TorchBackend(path, device=device or "cpu")
+    return TorchBackend.from_checkpoint(path, device=device or "cpu")

@@ -7,6 +7,8 @@ import logging
 
 import click
 
+from fcn_deploy.chain.backends import BACKENDS
+
 log = logging.getLogger("fcn_deploy.infer")
 
 
@@ -14,7 +16,7 @@ log = logging.getLogger("fcn_deploy.infer")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--camera", help="Camera index (V4L2), or csi://N for a Jetson CSI camera.")
 @click.option("--source", help="Video file, image, folder, glob ('frames/*.png') or rtsp:// / http:// URL.")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), default="auto",
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto",
               show_default=True, help="auto: by file type (.engine/.plan, .onnx, .pt/.pth).")  # fmt: skip
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda for engines, cpu otherwise."
@@ -48,7 +50,7 @@ def command(ctx, model, camera, source, backend, device, input_size, native, out
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.core.shapes import parse_hw
     from fcn_deploy.runtime import sinks as sk
-    from fcn_deploy.runtime.pipeline import Pipeline, input_range
+    from fcn_deploy.runtime.pipeline import Pipeline
     from fcn_deploy.runtime.sources.files import ImageFilesSource
     from fcn_deploy.runtime.sources.opening import camera_source, open_source
     from fcn_deploy.runtime.visualize import Visualizer, VisualizeSpec
@@ -63,15 +65,9 @@ def command(ctx, model, camera, source, backend, device, input_size, native, out
     try:
         card = net.card
         if size is not None:
-            (lo_h, lo_w), (hi_h, hi_w) = input_range(net)
-            if not (lo_h <= size[0] <= hi_h and lo_w <= size[1] <= hi_w):
-                raise FcnDeployError(
-                    f"--input-size {input_size}: outside the model's range {lo_h}x{lo_w} .. {hi_h}x{hi_w} "
-                    "(engine profile or model card min/max shape)"
-                )
+            net.input_sizes.check(size, f"--input-size {input_size}")
         spec = VisualizeSpec.parse(visualize, card, alpha, legend)
-        kinds = getattr(net, "kinds", tuple(o.kind for o in card.outputs))
-        if spec.needs_scores and not {"logits", "probs"} & set(kinds):
+        if spec.needs_scores and not net.output_kinds:
             raise FcnDeployError(
                 f"--visualize {visualize}: {model} outputs only labels, a heat map needs class scores; "
                 "re-export with a logits or probs output"

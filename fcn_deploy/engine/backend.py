@@ -15,6 +15,7 @@ import numpy as np
 from fcn_deploy.core.backend import Backend
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.shapes import ShapeRange
 from fcn_deploy.engine import cuda_rt
 from fcn_deploy.engine.manifest import check_engine, read_manifest
 from fcn_deploy.engine.profile_shapes import Profile
@@ -64,7 +65,11 @@ class _Binding:
 
 
 class TrtBackend(Backend):
+    """Sizes from the engine's profile; device time of every run (CUDA events); per-layer times (IProfiler)."""
+
     name = "tensorrt"
+    device_timing = True
+    per_layer = True
 
     def __init__(
         self,
@@ -151,7 +156,7 @@ class TrtBackend(Backend):
         self._use_graph = cuda_graph
         self._graph: cuda_rt.CudaGraph | None = None
         self._shape: tuple[int, ...] | None = None
-        self.last_gpu_ms: float | None = None
+        self.last_device_ms: float | None = None
 
     # --- buffers ---------------------------------------------------------------------------------------
     def _prepare(self, shape: tuple[int, ...]) -> None:
@@ -183,6 +188,14 @@ class TrtBackend(Backend):
             self._graph = None
 
     # --- Backend ---------------------------------------------------------------------------------------
+    @property
+    def input_sizes(self) -> ShapeRange:
+        return self.profile.sizes
+
+    @property
+    def output_kinds(self) -> tuple[str, ...]:
+        return tuple(k for b in self._outputs if (k := self._kinds.get(b.name)) in ("logits", "probs"))
+
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self.profile.check_input(tuple(batch.shape))
         shape = tuple(int(d) for d in batch.shape)
@@ -196,7 +209,7 @@ class TrtBackend(Backend):
             self._enqueue()
         self._end.record(self._stream)
         self._stream.synchronize()
-        self.last_gpu_ms = self._end.elapsed_ms(self._start)
+        self.last_device_ms = self._end.elapsed_ms(self._start)
         if self._use_graph and self._graph is None:
             self._capture()  # after one plain run at this shape (TensorRT's own recommendation)
         return self._collect()
@@ -231,6 +244,35 @@ class TrtBackend(Backend):
             out["labels"] = scores.argmax(axis=1).astype(np.int32)
         return out
 
+    def layer_times(self, batch: np.ndarray, iterations: int) -> list[dict[str, Any]]:
+        """Mean milliseconds per layer over `iterations` runs of `batch`, in engine order.
+
+        A second execution context carries the profiler (on the same buffers), so the timed context keeps its
+        CUDA graph and never pays the profiler's per-layer synchronisation.
+        """
+        from fcn_deploy.engine.layer_profiler import layer_profiler
+
+        self.run(batch)  # sets the shape and fills the input buffer
+        profiler = layer_profiler()
+        context = self._engine.create_execution_context()
+        if context is None:
+            raise EngineLoadError(
+                f"{self.path}: no execution context to profile: {self._logger.store.reason()}"
+            )
+        context.profiler = profiler
+        inp = self._inputs[0]
+        context.set_input_shape(inp.name, inp.shape)
+        for b in (inp, *self._outputs):
+            context.set_tensor_address(b.name, b.device.ptr)
+        try:
+            for _ in range(max(1, iterations)):
+                if not context.execute_async_v3(int(self._stream)):
+                    raise FcnDeployError(f"TensorRT inference failed: {self._logger.store.reason()}")
+                self._stream.synchronize()
+        finally:
+            del context
+        return profiler.means()
+
     def describe(self) -> dict[str, Any]:
         m = self.manifest
         return {
@@ -241,7 +283,7 @@ class TrtBackend(Backend):
             "precision": m.precision if m else "unknown (trusted plan)",
             "profile": self.profile.to_dict(),
             "cuda_graph": self._use_graph,
-            "last_gpu_ms": self.last_gpu_ms,
+            "last_device_ms": self.last_device_ms,
         }
 
     def close(self) -> None:

@@ -19,11 +19,14 @@ TRT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fc
 
 
 def choose_providers(device: str, available: list[str]) -> list[Any]:
-    """Best available providers for the device, CPU always last as the fallback for unsupported nodes."""
+    """Best available providers for the device (auto: cuda when this onnxruntime has the CUDA provider), CPU
+    always last as the fallback for unsupported nodes."""
+    if device == "auto":
+        device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device != "cuda":
-        raise FcnDeployError(f"--device {device!r}: choose cpu or cuda")
+        raise FcnDeployError(f"--device {device!r}: choose auto, cpu or cuda")
     if "CUDAExecutionProvider" not in available:
         raise MissingDependencyError(
             f"--device cuda: this onnxruntime has no CUDA provider (available: {', '.join(available)}); "
@@ -41,75 +44,88 @@ def choose_providers(device: str, available: list[str]) -> list[Any]:
     return [*providers, "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
+def cpu_session_options(threads: int | None = None) -> Any:
+    """The one set of ONNX Runtime session options fcn-deploy runs with (inference, profile, quantize summary)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # an FCN is one chain: parallelism is intra-op
+    opts.inter_op_num_threads = 1
+    # The pipeline's capture/draw/write threads share these cores: idle ORT workers must sleep, not spin.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        opts.intra_op_num_threads = threads
+    return opts
+
+
 class OrtBackend(Backend):
+    """An ONNX model with its card. `model` is a path or serialized bytes (an in-memory lowered model);
+    `card` describes a model that carries none (e.g. one quantized with --mean/--std), else the embedded card."""
+
     name = "onnxruntime"
 
     def __init__(
         self,
-        path: str | Path,
+        model: str | Path | bytes,
         device: str = "cpu",
         providers: list[Any] | None = None,
         threads: int | None = None,
+        card: ModelCard | None = None,
     ) -> None:
+        import onnx
         import onnxruntime as ort
 
-        self.path = Path(path)
-        model = load_onnx(self.path)
-        self.card = ModelCard.from_onnx(model, str(self.path))
+        in_memory = isinstance(model, bytes)
+        self.path = None if in_memory else Path(model)
+        where = "in-memory ONNX model" if in_memory else str(self.path)
+        proto = onnx.load_from_string(model) if in_memory else load_onnx(self.path)
+        self.card = card if card is not None else ModelCard.from_onnx(proto, where)
         available = ort.get_available_providers()
         self.providers = providers if providers is not None else choose_providers(device, available)
         if any(
             str(p[0] if isinstance(p, tuple) else p) == "TensorrtExecutionProvider" for p in self.providers
         ):
             TRT_CACHE.mkdir(parents=True, exist_ok=True)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # an FCN is one chain: parallelism is intra-op
-        opts.inter_op_num_threads = 1
-        # The pipeline's capture/draw/write threads share these cores: idle ORT workers must sleep, not spin.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            opts.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=self.providers)
+            self.session = ort.InferenceSession(
+                proto.SerializeToString(), cpu_session_options(threads), providers=self.providers
+            )
         except (
             Exception
         ) as e:  # ORT's typed errors (InvalidGraph, Fail, ...) all mean this file cannot run here
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise FcnDeployError(
-                f"{self.path}: ONNX Runtime cannot load it ({first}); re-export the model"
+                f"{where}: ONNX Runtime cannot load it ({first}); re-export the model"
             ) from None
-        del model
+        del proto
 
         inputs = {i.name: i for i in self.session.get_inputs()}
         if self.card.input_name not in inputs:
             raise FcnDeployError(
-                f"{self.path}: model card names input {self.card.input_name!r} but the graph has "
+                f"{where}: model card names input {self.card.input_name!r} but the graph has "
                 f"{sorted(inputs)}; re-export the model"
             )
         shape = inputs[self.card.input_name].shape
         # A static H and W (ints in the graph) must be fed exactly; dynamic ones are strings or None.
-        self.fixed_hw = (
-            (shape[2], shape[3]) if isinstance(shape[2], int) and isinstance(shape[3], int) else None
-        )
+        static = isinstance(shape[2], int) and isinstance(shape[3], int)
+        self._sizes = ShapeRange(*[(shape[2], shape[3])] * 3) if static else self.card.shapes
         graph_outputs = {o.name for o in self.session.get_outputs()}
         self._outputs = [(o.name, o.kind) for o in self.card.outputs if o.name in graph_outputs]
         if not self._outputs:
             raise FcnDeployError(
-                f"{self.path}: none of the model card outputs {[o.name for o in self.card.outputs]} is in the graph "
+                f"{where}: none of the model card outputs {[o.name for o in self.card.outputs]} is in the graph "
                 f"(graph outputs: {sorted(graph_outputs)}); re-export the model"
             )
 
     @property
     def input_sizes(self) -> ShapeRange:
         """A static graph takes exactly its H x W; a dynamic one the card's range."""
-        if self.fixed_hw is None:
-            return self.card.shapes
-        return ShapeRange(self.fixed_hw, self.fixed_hw, self.fixed_hw)
+        return self._sizes
 
     @property
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(kind for _, kind in self._outputs)
+    def output_kinds(self) -> tuple[str, ...]:
+        return tuple(kind for _, kind in self._outputs if kind != "labels")
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -119,10 +135,10 @@ class OrtBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
-            "model": str(self.path),
+            "model": str(self.path) if self.path else "in memory",
             "providers": self.session.get_providers(),
-            "outputs": list(self.kinds),
-            "fixed_hw": self.fixed_hw,
+            "outputs": [kind for _, kind in self._outputs],
+            "fixed_hw": self._sizes.fixed,
         }
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from fcn_deploy.core.backend import Backend
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.preprocess import preprocess, resize_labels
+from fcn_deploy.core.shapes import ShapeRange
 from fcn_deploy.runtime.sinks import Sink
 from fcn_deploy.runtime.sources.base import Frame, Source
 from fcn_deploy.runtime.stats import RunStats
@@ -57,36 +58,28 @@ class LatestQueue:
             return item
 
 
-def input_range(backend: Backend) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(min HxW, max HxW) the backend accepts: a TensorRT engine's profile, else the model card's shapes."""
-    profile = getattr(backend, "profile", None)
-    if profile is not None and hasattr(profile, "min_hw"):
-        return tuple(map(int, profile.min_hw)), tuple(map(int, profile.max_hw))  # type: ignore[return-value]
-    return backend.card.min_shape, backend.card.max_shape
-
-
 def model_input_hw(
     frame_hw: tuple[int, int],
-    hw_range: tuple[tuple[int, int], tuple[int, int]],
+    sizes: ShapeRange,
     requested: tuple[int, int] | None,
     native: bool,
-    fixed: Any,
 ) -> tuple[int, int]:
-    """Network input size for a frame: --input-size, else the model's static size, else the frame's own size
-    (--native, or by default scaled to fit [min, max] of `input_range`)."""
+    """Network input size for a frame: --input-size, else the model's one size when `sizes` is fixed, else the
+    frame's own size (--native, or by default scaled to fit the backend's input_sizes)."""
     if requested is not None:
         return requested
+    fixed = sizes.fixed
     if fixed is not None:
         if native and tuple(fixed) != tuple(frame_hw):
             raise FcnDeployError(
                 f"--native: this model takes a fixed {fixed[0]}x{fixed[1]} input, the frames are "
                 f"{frame_hw[0]}x{frame_hw[1]}; drop --native or re-export with dynamic H/W"
             )
-        return int(fixed[0]), int(fixed[1])
+        return fixed
     h, w = frame_hw
     if native:
         return h, w
-    (lo_h, lo_w), (hi_h, hi_w) = hw_range
+    (lo_h, lo_w), (hi_h, hi_w) = sizes.min_hw, sizes.max_hw
     scale = min(1.0, hi_h / h, hi_w / w)
     scale = max(scale, lo_h / h, lo_w / w)
     return max(lo_h, min(hi_h, round(h * scale))), max(lo_w, min(hi_w, round(w * scale)))
@@ -121,8 +114,7 @@ class Pipeline:
         self._q_pre: queue.Queue = queue.Queue(queue_size)
         self._q_inf: queue.Queue = queue.Queue(queue_size)
         self._q_out: queue.Queue = queue.Queue(queue_size)
-        self._fixed = getattr(backend, "fixed_hw", None)
-        self._range = input_range(backend)
+        self._sizes = backend.input_sizes
         self._want_scores = visualizer.spec.needs_scores
 
     # --- queue helpers that give up when the run stops --------------------------------------------------------
@@ -169,7 +161,7 @@ class Pipeline:
     def _pre(self) -> None:
         while (frame := self._get(self._q_cap)) is not _END:
             t0 = time.perf_counter()
-            hw = model_input_hw(frame.image.shape[:2], self._range, self.input_size, self.native, self._fixed)
+            hw = model_input_hw(frame.image.shape[:2], self._sizes, self.input_size, self.native)
             batch = preprocess(frame.image, self.card.normalization, hw)
             self.stats.add("pre", (time.perf_counter() - t0) * 1000)
             if not self._put(self._q_pre, (frame, batch)):
