@@ -18,9 +18,9 @@ from fcn_deploy.calibration import cache as calib_cache
 from fcn_deploy.calibration import fp16, int8, ranges
 from fcn_deploy.calibration.images import ImageSet, from_dataset, from_folder, from_video
 from fcn_deploy.calibration.reader import ImageReader
-from fcn_deploy.calibration.summary import compare, labels_output
+from fcn_deploy.calibration.summary import compare
 from fcn_deploy.core.atomic import sha256_file, write_bytes, write_text
-from fcn_deploy.core.card import METADATA_KEY, ModelCard, Normalization
+from fcn_deploy.core.card import METADATA_KEY, ModelCard, Normalization, OutputSpec
 from fcn_deploy.core.errors import FcnDeployError
 
 log = logging.getLogger(__name__)
@@ -229,9 +229,8 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         }
         _attach(lowered, card, provenance)
         data = lowered.SerializeToString()
-        out_name = labels_output([(o.name, o.kind) for o in card.outputs]) if card else None
         summary = compare(
-            str(cfg.model), data, held_out, norm, input_name, out_name, shapes[0],
+            cfg.model, data, held_out, shapes[0], None if card else _stand_in_card(model, norm, input_name, held_out),
             latency_runs=cfg.latency_runs, latency_shape=cfg.latency_shape, class_names=card.class_names if card else None,
         )
     summary = {"model": str(output), "parent": str(cfg.model), "held_out": held_out is not calib_images,
@@ -240,6 +239,15 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     write_bytes(output, data)
     write_text(summary_path, json.dumps(summary, indent=1, default=_json_default) + "\n")
     return QuantizeResult(output, summary, summary_path, cached is not None)
+
+
+def _stand_in_card(model: Any, norm: Normalization, input_name: str, images: ImageSet) -> ModelCard:
+    """What the summary needs of a card-less model: --mean/--std, its input and its first output (class scores
+    when 4-D, else labels). The class count is the images' (1 without masks: nothing is scored then)."""
+    out = model.graph.output[0]
+    kind = "logits" if len(out.type.tensor_type.shape.dim) == 4 else "labels"
+    return ModelCard.default("fcn8s", images.num_classes or 1, normalization=norm, input_name=input_name,
+                             outputs=(OutputSpec(out.name, kind),))
 
 
 def _attach(model: Any, card: ModelCard | None, provenance: dict[str, Any]) -> None:

@@ -1,107 +1,99 @@
 """How much a lowered model differs from its FP32 parent, measured on held-out images with ONNX Runtime CPU.
 
-Pixel agreement of the label maps, mean IoU of both models and their difference (when the images have masks,
-through `fcn_deploy.core.metrics`, the project's one metric implementation), and the CPU latency ratio (median of
-interleaved runs, so both models see the same machine load).
+Both models run as runtime backends (fcn_deploy.runtime.ort_backend) and are scored by the one score()
+(fcn_deploy.core.scoring), so the mean IoU printed here is the one `evaluate` and `report` print for the same
+model and images: predictions are brought to the label's resolution. Also: pixel agreement of the two label maps
+at the network size, and the CPU latency ratio (median of interleaved runs, so both see the same machine load).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fcn_deploy.calibration.images import ImageSet
-from fcn_deploy.core.card import Normalization
-from fcn_deploy.core.metrics import ConfusionMatrix, pixel_agreement
+from fcn_deploy.core.backend import Backend
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.metrics import pixel_agreement
 from fcn_deploy.core.preprocess import preprocess
+from fcn_deploy.core.scoring import score_pairs
+from fcn_deploy.runtime.ort_backend import OrtBackend
 
 
-def cpu_session(model: bytes | str, threads: int | None = None) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.inter_op_num_threads = 1
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-
-
-def label_map(session: Any, feed: dict[str, np.ndarray], output: str | None) -> np.ndarray:
-    """N x H x W labels: the named labels output, or the argmax of a score output."""
-    name = output or session.get_outputs()[0].name
-    (out,) = session.run([name], feed)
-    if out.ndim == 4:
-        return out.argmax(axis=1)
-    return out.astype(np.int64)
-
-
-def labels_output(outputs: Sequence[tuple[str, str]]) -> str | None:
-    """Prefer the labels output, else logits/probs (argmax); None = the graph's first output."""
-    for kind in ("labels", "logits", "probs"):
-        for name, k in outputs:
-            if k == kind:
-                return name
-    return None
-
-
-def latency_ms(sessions: Sequence[Any], feed: dict[str, np.ndarray], runs: int, warmup: int = 2) -> list[float]:
-    """Median milliseconds per session, runs interleaved (A B A B ...) so load drift hits both alike."""
-    for s in sessions:
+def latency_ms(backends: Sequence[Backend], batch: np.ndarray, runs: int, warmup: int = 2) -> list[float]:
+    """Median milliseconds per backend, runs interleaved (A B A B ...) so load drift hits both alike."""
+    for b in backends:
         for _ in range(warmup):
-            s.run(None, feed)
-    times: list[list[float]] = [[] for _ in sessions]
+            b.run(batch)
+    times: list[list[float]] = [[] for _ in backends]
     for _ in range(runs):
-        for k, s in enumerate(sessions):
+        for k, b in enumerate(backends):
             t0 = time.perf_counter()
-            s.run(None, feed)
+            b.run(batch)
             times[k].append((time.perf_counter() - t0) * 1e3)
     return [statistics.median(t) for t in times]
 
 
 def compare(
-    fp32_model: bytes | str,
-    lowered_model: bytes | str,
+    fp32_model: str | Path,
+    lowered_model: bytes,
     images: ImageSet,
-    norm: Normalization,
-    input_name: str,
-    output: str | None,
     shape: tuple[int, int] | None,
+    card: ModelCard | None = None,
     latency_runs: int = 5,
     latency_shape: tuple[int, int] | None = None,
     threads: int | None = None,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Agreement and (with masks) mean IoU of FP32 vs lowered on `images`, plus the CPU latency ratio."""
-    ref, low = cpu_session(fp32_model, threads), cpu_session(lowered_model, threads)
-    masks = images.has_masks
-    cms = [ConfusionMatrix(images.num_classes, images.ignore_index) for _ in range(2)] if masks else []
-    agree_pixels, total_pixels, count = 0, 0, 0
-    first_feed = None
-    for sample in images:
-        feed = {input_name: preprocess(sample.image, norm, shape)}
-        first_feed = first_feed or feed
-        a, b = label_map(ref, feed, output)[0], label_map(low, feed, output)[0]
-        agree_pixels += round(pixel_agreement(a, b) * a.size)
-        total_pixels += a.size
-        count += 1
-        if masks and sample.labels is not None:
-            from fcn_deploy.core.preprocess import resize_labels
+    """Agreement and (with masks) mean IoU of FP32 vs lowered on `images`, plus the CPU latency ratio.
 
-            target = resize_labels(sample.labels, a.shape)
-            cms[0].update(target, a)
-            cms[1].update(target, b)
+    card: describes both models when they carry no model card (else each model's own card is used).
+    """
+    with (
+        OrtBackend(fp32_model, threads=threads, card=card) as ref,
+        OrtBackend(lowered_model, threads=threads, card=card) as low,
+    ):
+        return _compare(ref, low, images, shape, latency_runs, latency_shape, class_names)
+
+
+def _compare(
+    ref: Backend,
+    low: Backend,
+    images: ImageSet,
+    shape: tuple[int, int] | None,
+    latency_runs: int,
+    latency_shape: tuple[int, int] | None,
+    class_names: Sequence[str] | None,
+) -> dict[str, Any]:
+    first: list[np.ndarray] = []
+
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for sample in images:
+            if not first:
+                first.append(sample.image)
+            yield sample.image, sample.labels
+
+    s_ref, s_low = score_pairs(
+        [ref, low], pairs(), shape, num_classes=images.num_classes, ignore_index=images.ignore_index,
+        class_names=class_names, keep_predictions=True,
+    )  # fmt: skip
+    count = s_ref.metrics["num_images"]
     summary: dict[str, Any] = {"eval_images": count, "eval_source": images.source}
     if count == 0:
         return summary
-    summary["pixel_agreement"] = agree_pixels / total_pixels
-    if masks:
-        m_ref, m_low = (cm.compute(class_names) for cm in cms)
+    pixels = sum(a.size for a in s_ref.predictions)
+    agree = sum(
+        round(pixel_agreement(a, b) * a.size)
+        for a, b in zip(s_ref.predictions, s_low.predictions, strict=True)
+    )
+    summary["pixel_agreement"] = agree / pixels
+    if images.has_masks:
+        m_ref, m_low = s_ref.metrics, s_low.metrics
         summary.update(
             miou_fp32=m_ref["mean_iou"],
             miou_lowered=m_low["mean_iou"],
@@ -110,12 +102,13 @@ def compare(
             per_class_iou_lowered=m_low["per_class_iou"],
         )
     if latency_runs > 0:
-        feed = first_feed
         if latency_shape is not None:
-            feed = {input_name: np.random.default_rng(0).standard_normal((1, 3, *latency_shape), np.float32)}
-        t_ref, t_low = latency_ms([ref, low], feed, latency_runs)
+            batch = np.random.default_rng(0).standard_normal((1, 3, *latency_shape), np.float32)
+        else:
+            batch = preprocess(first[0], ref.card.normalization, shape)
+        t_ref, t_low = latency_ms([ref, low], batch, latency_runs)
         summary.update(
-            latency_shape=list(feed[input_name].shape[2:]),
+            latency_shape=list(batch.shape[2:]),
             latency_runs=latency_runs,
             latency_ms_fp32=t_ref,
             latency_ms_lowered=t_low,

@@ -54,25 +54,59 @@ def score(
 ) -> Score:
     """Score `backend` (a core.backend.Backend) on `dataset` (or the items `indices` of it).
 
-    progress: a tqdm description shown on an interactive stderr, or None for silence.
+    progress: the description of a progress bar on stderr (when tqdm is installed), or None for silence.
     """
-    cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
     order = list(range(len(dataset)) if indices is None else indices)
-    items: Iterable[int] = order
-    if progress is not None and sys.stderr.isatty():
-        try:
-            from tqdm import tqdm  # the train extra; a deploy box scores without a bar
-        except ImportError:
-            pass
-        else:
-            items = tqdm(order, desc=progress, leave=False, file=sys.stderr)
-    preds = []
-    for i in items:
-        image, labels = dataset[i]
-        pred = predict(backend, image, size)
-        if keep_predictions:
-            preds.append(pred)
-        cm.update(labels, pred if pred.shape == labels.shape[:2] else resize_labels(pred, labels.shape[:2]))
-    metrics = cm.compute(dataset.class_names)
-    metrics["num_images"] = len(order)
-    return Score(metrics, preds, cm)
+    (result,) = score_pairs(
+        [backend],
+        (dataset[i] for i in _with_progress(order, progress)),
+        size,
+        num_classes=dataset.num_classes,
+        ignore_index=dataset.ignore_index,
+        class_names=dataset.class_names,
+        keep_predictions=keep_predictions,
+    )
+    return result
+
+
+def score_pairs(
+    backends: Sequence[Any],
+    pairs: Iterable[tuple[np.ndarray, np.ndarray | None]],
+    size: tuple[int, int] | None = None,
+    *,
+    num_classes: int | None,
+    ignore_index: int | None = None,
+    class_names: Sequence[str] | None = None,
+    keep_predictions: bool = False,
+) -> list[Score]:
+    """score() for several backends over a stream of (image, labels) pairs, each image read once (the quantize
+    summary compares two models on images it re-reads from disk). Without num_classes, or for a pair whose
+    labels are None, only predictions are made: the metrics then hold num_images alone."""
+    cms = [ConfusionMatrix(num_classes, ignore_index) for _ in backends] if num_classes is not None else None
+    preds: list[list[np.ndarray]] = [[] for _ in backends]
+    count = 0
+    for image, labels in pairs:
+        count += 1
+        for k, backend in enumerate(backends):
+            pred = predict(backend, image, size)
+            if keep_predictions:
+                preds[k].append(pred)
+            if cms is not None and labels is not None:
+                hw = labels.shape[:2]
+                cms[k].update(labels, pred if pred.shape == hw else resize_labels(pred, hw))
+    results = []
+    for k in range(len(backends)):
+        metrics = cms[k].compute(class_names) if cms is not None else {}
+        metrics["num_images"] = count
+        results.append(Score(metrics, preds[k], cms[k] if cms is not None else None))
+    return results
+
+
+def _with_progress(order: list[int], progress: str | None) -> Iterable[int]:
+    if progress is None:
+        return order
+    try:
+        from tqdm import tqdm  # the train extra; a deploy box scores without a bar
+    except ImportError:
+        return order
+    return tqdm(order, desc=progress, leave=False, file=sys.stderr)

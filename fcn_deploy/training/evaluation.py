@@ -1,34 +1,16 @@
-"""Run a model over a dataset of whole images and score it with the one confusion-matrix implementation."""
+"""The trainer's validation and `evaluate_model`: a live model scored by the one score() (fcn_deploy.core.scoring)."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from fcn_deploy.core.card import Normalization
-from fcn_deploy.core.metrics import ConfusionMatrix
-from fcn_deploy.core.preprocess import preprocess, resize_labels
-
-
-@torch.inference_mode()
-def predict_labels(
-    model: nn.Module,
-    image: np.ndarray,
-    norm: Normalization,
-    device: torch.device,
-    size: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """HxWx3 uint8 RGB -> HxW int labels. With `size` the network sees the image resized to it and the
-    prediction is brought back to the image's own size (nearest), so scores are always on the original labels."""
-    x = torch.from_numpy(preprocess(image, norm, size)).to(device)
-    pred = model(x).argmax(1)[0].cpu().numpy()
-    if pred.shape != image.shape[:2]:
-        pred = resize_labels(pred, image.shape[:2])
-    return pred
+from fcn_deploy.core.card import ModelCard, Normalization
+from fcn_deploy.core.model_config import ModelConfig
+from fcn_deploy.core.scoring import score
+from fcn_deploy.training.backend import TorchBackend
 
 
 def evaluate_model(
@@ -39,20 +21,18 @@ def evaluate_model(
     size: tuple[int, int] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU, per-class IoU and num_images."""
-    from tqdm import tqdm
+    """Pixel accuracy, mean accuracy, mean IoU, frequency-weighted IoU, per-class IoU and num_images.
 
-    device = torch.device(device)
+    With `size` the network sees each image resized to it; predictions are scored at the labels' own size.
+    """
+    # score() reads only the normalisation and the classes from the card: any module can be scored.
+    card = ModelCard.from_config(
+        ModelConfig(num_classes=dataset.num_classes), class_names=dataset.class_names, normalization=norm
+    )
     was_training = model.training
     model.eval()
-    cm = ConfusionMatrix(dataset.num_classes, dataset.ignore_index)
     try:
-        items = tqdm(range(len(dataset)), desc="evaluate", leave=False, file=sys.stderr, disable=not progress)
-        for i in items:
-            image, labels = dataset[i]
-            cm.update(labels, predict_labels(model, image, norm, device, size))
+        backend = TorchBackend(model, card, device)
+        return score(backend, dataset, size, progress="evaluate" if progress else None).metrics
     finally:
         model.train(was_training)
-    metrics = cm.compute(dataset.class_names)
-    metrics["num_images"] = len(dataset)
-    return metrics
