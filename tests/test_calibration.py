@@ -302,6 +302,8 @@ def test_cardless_model_needs_mean_std(tmp_path):
     result = quantize(cfg(model_path, calib, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
     meta = {p.key: p.value for p in onnx.load(str(result.output)).metadata_props}
     assert json.loads(meta["fcn_deploy.precision"])["num_images"] == 3
+    # Described by --mean/--std alone, both models still run through the runtime backend for the summary.
+    assert 0.5 <= result.summary["pixel_agreement"] <= 1.0 and result.summary["latency_ratio"] > 0
 
 
 def test_folder_errors_and_corrupt_images(tmp_path, caplog):
@@ -359,6 +361,13 @@ def test_dataset_source_with_masks_reports_miou(tmp_path):
     for key in ("miou_fp32", "miou_lowered"):
         assert 0.0 <= s[key] <= 1.0
     assert s["miou_delta"] == pytest.approx(s["miou_lowered"] - s["miou_fp32"])
+    # The one score(): the FP32 figure is the FP32 model's score on the held-out images, at the labels' size.
+    from fcn_deploy.core.datasets import build_dataset
+    from fcn_deploy.core.scoring import score
+    from fcn_deploy.runtime.ort_backend import OrtBackend
+
+    held_out = build_dataset("synthetic", None, "val")
+    assert s["miou_fp32"] == score(OrtBackend(model_path), held_out, (64, 64), indices=range(4)).metrics["mean_iou"]
 
 
 def test_video_source(tmp_path):

@@ -140,3 +140,66 @@ def test_pixel_agreement():
     assert pixel_agreement(a, np.array([[0, 1], [0, 0]])) == 0.5
     with pytest.raises(ValueError):
         pixel_agreement(a, a[:1])
+
+
+# --- score(): the one scoring convention -------------------------------------------------------------------------
+class _Bands:
+    """(image, labels) pairs of colour bands, with the class list score() needs."""
+
+    num_classes, ignore_index, class_names = 3, 255, ("red", "green", "blue")
+
+    def __init__(self, sizes):
+        from test_runtime_helpers import colour_image
+
+        self.items = [colour_image(h, w, i) for i, (h, w) in enumerate(sizes)]
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_score_brings_predictions_to_the_label_resolution(tmp_path):
+    from test_runtime_helpers import make_channel_model
+
+    from fcn_deploy.core.preprocess import resize_labels
+    from fcn_deploy.core.scoring import predict, score
+    from fcn_deploy.runtime.ort_backend import OrtBackend
+
+    backend = OrtBackend(make_channel_model(tmp_path / "m.onnx"))
+    ds = _Bands([(30, 45), (21, 60)])
+    native = score(backend, ds)
+    assert native.metrics["mean_iou"] == pytest.approx(1.0) and native.metrics["num_images"] == 2
+    small = score(backend, ds, (10, 15), keep_predictions=True)
+    assert [p.shape for p in small.predictions] == [(10, 15), (10, 15)]  # kept at the network size
+    cm = ConfusionMatrix(3, 255)
+    for image, labels in ds.items:
+        cm.update(labels, resize_labels(predict(backend, image, (10, 15)), labels.shape))
+    assert small.metrics == cm.compute(ds.class_names) | {"num_images": 2}
+    assert small.matrix.matrix.sum() == 30 * 45 + 21 * 60  # every ground-truth pixel, none resampled
+    assert score(backend, ds, indices=[1]).metrics["num_images"] == 1
+
+
+def test_score_pairs_runs_every_backend_once_per_image_and_scores_only_with_labels(tmp_path):
+    from test_runtime_helpers import make_channel_model
+
+    from fcn_deploy.core.scoring import score_pairs
+    from fcn_deploy.runtime.ort_backend import OrtBackend
+
+    a = OrtBackend(make_channel_model(tmp_path / "a.onnx", ("labels",)))
+    b = OrtBackend(make_channel_model(tmp_path / "b.onnx", ("probs",)))
+    ds = _Bands([(12, 18), (9, 27)])
+    reads = []
+
+    def pairs():
+        for image, labels in ds.items:
+            reads.append(image.shape)
+            yield image, labels
+
+    s_a, s_b = score_pairs([a, b], pairs(), None, num_classes=3, ignore_index=255, class_names=ds.class_names,
+                           keep_predictions=True)  # fmt: skip
+    assert reads == [(12, 18, 3), (9, 27, 3)]
+    assert s_a.metrics == s_b.metrics and s_a.metrics["mean_iou"] == pytest.approx(1.0)
+    unlabelled = score_pairs([a], ((im, None) for im, _ in ds.items), None, num_classes=None)[0]
+    assert unlabelled.metrics == {"num_images": 2} and unlabelled.matrix is None

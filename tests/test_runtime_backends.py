@@ -47,6 +47,46 @@ def test_card_and_graph_mismatch_and_missing_card(tmp_path):
         OrtBackend(path)
 
 
+def _static_copy(path, hw):
+    """The same graph with its input H and W fixed at `hw` (a --static export)."""
+    model = onnx.load(str(path))
+    for axis, value in zip((2, 3), hw, strict=True):
+        dim = model.graph.input[0].type.tensor_type.shape.dim[axis]
+        dim.ClearField("dim_param")
+        dim.dim_value = value
+    out = path.with_name("static.onnx")
+    onnx.save(model, str(out))
+    return out
+
+
+def test_ort_backend_declares_its_capabilities(tmp_path):
+    path = make_channel_model(tmp_path / "m.onnx", ("labels", "logits"))
+    dynamic = OrtBackend(path)
+    assert dynamic.input_sizes == dynamic.card.shapes and dynamic.input_sizes.fixed is None
+    assert dynamic.output_kinds == ("logits",)
+    assert not dynamic.device_timing and dynamic.last_device_ms is None and not dynamic.per_layer
+    batch, want = _batch(0)
+    with pytest.raises(FcnDeployError, match="per-layer"):
+        dynamic.layer_times(batch, 1)
+    assert OrtBackend(make_channel_model(tmp_path / "l.onnx", ("labels",))).output_kinds == ()
+    assert OrtBackend(make_channel_model(tmp_path / "p.onnx", ("probs",))).output_kinds == ("probs",)
+
+    static = OrtBackend(_static_copy(path, (24, 30)))
+    assert static.input_sizes.fixed == (24, 30) and static.describe()["fixed_hw"] == (24, 30)
+    assert not static.input_sizes.contains((24, 32))
+    np.testing.assert_array_equal(static.run(batch)["labels"][0], want)
+
+
+def test_ort_backend_from_bytes_with_a_given_card(tmp_path):
+    bare = make_channel_model(tmp_path / "bare.onnx", ("labels", "logits"), card=False)
+    backend = OrtBackend(bare.read_bytes(), card=channel_card(("labels", "logits")))
+    batch, want = _batch(2)
+    np.testing.assert_array_equal(backend.run(batch)["labels"][0], want)
+    assert backend.describe()["model"] == "in memory" and backend.output_kinds == ("logits",)
+    with pytest.raises(FcnDeployError, match="in-memory ONNX model: has no fcn-deploy model card"):
+        OrtBackend(bare.read_bytes())
+
+
 def test_cuda_without_gpu_provider_is_a_missing_dependency(tmp_path):
     import onnxruntime as ort
 
@@ -91,3 +131,23 @@ def test_torch_backend_runs_a_training_checkpoint(tmp_path):
         want = model.eval()(torch.from_numpy(batch)).numpy()
     np.testing.assert_allclose(out["logits"], want, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(out["labels"], want.argmax(1))
+    assert backend.output_kinds == ("logits",) and backend.input_sizes == backend.card.shapes
+    assert not backend.per_layer and not backend.device_timing
+
+
+def test_torch_backend_wraps_a_live_module():
+    torch = pytest.importorskip("torch")
+    from fcn_deploy.core.card import ModelCard
+    from fcn_deploy.core.model_config import ModelConfig
+    from fcn_deploy.training.backend import TorchBackend
+    from fcn_deploy.training.fcn import build_model
+
+    torch.manual_seed(0)
+    config = ModelConfig("fcn32s", 3, width=0.0625, padding="same")
+    model = build_model(config).eval()
+    backend = TorchBackend(model, ModelCard.from_config(config), "cpu")
+    batch = np.random.default_rng(1).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        want = model(torch.from_numpy(batch)).numpy()
+    np.testing.assert_allclose(backend.run(batch)["logits"], want, rtol=1e-4, atol=1e-5)
+    assert backend.describe() == {"backend": "torch", "model": "in memory", "device": "cpu"}

@@ -47,7 +47,7 @@ def open_backend(
     """
     path = Path(model_path)
     if not path.is_file():
-        raise FcnDeployError(f"{path}: no such model file; check the path")
+        raise FcnDeployError(f"{path}: no such model file (no such file or directory); check the path")
     kind = backend_for(path, backend)
     if kind == "onnxruntime":
         try:

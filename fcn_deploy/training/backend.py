@@ -32,6 +32,7 @@ class TorchBackend(Backend):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> TorchBackend:
+        """The checkpoint's model in eval mode; PyTorch's threads follow the trainer's policy (apply_threads)."""
         try:
             import torch  # noqa: F401 - a clear error before the checkpoint code imports it
         except ImportError:
@@ -40,7 +41,9 @@ class TorchBackend(Backend):
                 "or export it with `fcn-deploy export` and run the .onnx"
             ) from None
         from fcn_deploy.training.checkpoint import model_from_checkpoint
+        from fcn_deploy.training.device import apply_threads
 
+        apply_threads(None)
         dev = _device(device)
         model, card, _ = model_from_checkpoint(path)
         return cls(model.eval().to(dev), card, dev, Path(path))
