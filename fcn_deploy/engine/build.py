@@ -65,24 +65,6 @@ def detect_precision(model: Any) -> str:
     return "fp32"
 
 
-def lower_onnx(model: Path, precision: str, output: Path, calib: dict[str, Any]) -> Path:
-    """FP32 ONNX -> FP16 or Q/DQ INT8 ONNX for TensorRT, through the calibration package (`--target tensorrt`)."""
-    try:
-        from fcn_deploy.calibration.api import QuantizeConfig, quantize
-    except ImportError as e:
-        raise FcnDeployError(
-            f"--{precision} needs fcn-deploy's calibration package, which cannot be imported here ({e}); "
-            "reinstall fcn-deploy, or lower the model with `fcn-deploy quantize` and build that ONNX"
-        ) from None
-    kw = dict(calib)
-    if "calib_cache" in kw:
-        kw["cache"] = kw.pop("calib_cache")
-    if "exclude" in kw:
-        kw["exclude"] = tuple(kw["exclude"])
-    cfg = QuantizeConfig(model=Path(model), precision=precision, output=Path(output), target="tensorrt", **kw)
-    return Path(quantize(cfg).output)
-
-
 def check_level(level: int | None) -> None:
     if level is not None and not 0 <= level <= 5:
         raise FcnDeployError(f"--builder-optimization-level {level}: must be 0..5 (TensorRT's default is 3)")
