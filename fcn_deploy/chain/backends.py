@@ -9,6 +9,7 @@ from fcn_deploy.core.backend import Backend
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+DEVICES = ("cpu", "cuda")  # every backend's; open_backend also takes "auto", and PyTorch "cuda:N"
 SUFFIXES = {
     ".onnx": "onnxruntime",
     ".engine": "tensorrt",

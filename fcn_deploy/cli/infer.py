@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from fcn_deploy.chain.backends import BACKENDS
+from fcn_deploy.chain.backends import BACKENDS, DEVICES
 
 log = logging.getLogger("fcn_deploy.infer")
 
@@ -19,7 +19,7 @@ log = logging.getLogger("fcn_deploy.infer")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto",
               show_default=True, help="auto: by file type (.engine/.plan, .onnx, .pt/.pth).")  # fmt: skip
 @click.option(
-    "--device", type=click.Choice(["cpu", "cuda"]), help="Default: cuda for engines, cpu otherwise."
+    "--device", type=click.Choice(DEVICES), help="Default: cuda for engines, cpu otherwise."
 )
 @click.option("--input-size", help="Network input HxW (frames are resized; labels resized back).")
 @click.option("--native", is_flag=True, help="Run at each frame's own size.")
