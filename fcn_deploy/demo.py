@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.report.run import ReportConfig, ReportResult, build_report, check_output_dir
+from fcn_deploy.report.inputs import ReportConfig, check_output_dir
+from fcn_deploy.report.run import ReportResult, build_report
 from fcn_deploy.report.write import markdown_table
 
 

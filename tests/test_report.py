@@ -15,8 +15,9 @@ from PIL import Image
 
 from fcn_deploy.cli import main
 from fcn_deploy.core.card import ModelCard
+from fcn_deploy.report.inputs import ReportConfig
 from fcn_deploy.report.plots import pareto_front
-from fcn_deploy.report.run import ReportConfig, build_report
+from fcn_deploy.report.run import build_report
 from fcn_deploy.report.samples import pick_images
 from fcn_deploy.report.write import make_row, sort_rows
 
@@ -150,6 +151,24 @@ def test_metrics_match_an_independent_evaluation(built):
     row = next(r for r in result.rows if (r["backend"], r["precision"]) == ("onnxruntime", "fp32"))
     assert row["mean_iou"] == pytest.approx(expected["mean_iou"])
     assert row["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"])
+
+
+def test_fp32_row_equals_the_one_score_and_evaluate(built):
+    """One model, one set of images: report's FP32 ONNX row, core.scoring.score and `fcn-deploy evaluate` agree."""
+    from fcn_deploy.core.datasets import build_dataset
+    from fcn_deploy.core.scoring import score
+    from fcn_deploy.runtime.ort_backend import OrtBackend
+
+    result, _, _ = built
+    onnx_path = result.output / "models" / "model.onnx"
+    ds = build_dataset("synthetic", None, "val", **SYNTHETIC)
+    with OrtBackend(onnx_path) as backend:
+        expected = score(backend, ds, SIZE).metrics
+    row = next(r for r in result.rows if (r["backend"], r["precision"]) == ("onnxruntime", "fp32"))
+    assert row["mean_iou"] == expected["mean_iou"]
+    r = CliRunner().invoke(main, ["evaluate", str(onnx_path), "--dataset", "synthetic", "--resize", "32x32", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["mean_iou"] == pytest.approx(row["mean_iou"], abs=1e-12)
 
 
 def test_existing_models_are_reused(built):

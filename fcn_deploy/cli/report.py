@@ -32,7 +32,8 @@ def command(checkpoint, onnx_path, dataset, data_root, split, max_images, precis
     from pathlib import Path
 
     from fcn_deploy.core.shapes import parse_hw_list
-    from fcn_deploy.report.run import ReportConfig, build_report
+    from fcn_deploy.report.inputs import ReportConfig
+    from fcn_deploy.report.run import build_report
     from fcn_deploy.report.write import markdown_table
 
     cfg = ReportConfig(
