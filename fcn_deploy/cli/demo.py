@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import click
 
+from fcn_deploy.demo import DemoConfig
+
+DEFAULTS = DemoConfig()
+
 
 @click.command("demo")
-@click.option("--output", type=click.Path(), default="fcn-deploy-demo", show_default=True,
+@click.option("--output", type=click.Path(), default=str(DEFAULTS.output), show_default=True,
               help="Directory for the checkpoint, models and report.")
-@click.option("--epochs", type=int, default=200, show_default=True, help="Training epochs (fewer: faster, worse).")
-@click.option("--train-minutes", type=float, default=5.0, show_default=True,
+@click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True,
+              help="Training epochs (fewer: faster, worse).")
+@click.option("--train-minutes", type=float, default=DEFAULTS.train_minutes, show_default=True,
               help="Stop training after the epoch that crosses this budget.")
 def command(output, epochs, train_minutes) -> None:
     """Synthetic shapes -> train a narrow FCN-8s on the CPU -> ONNX -> FP16 + INT8 -> accuracy/latency report."""
     from pathlib import Path
 
-    from fcn_deploy.demo import DemoConfig, closing_text, run_demo
+    from fcn_deploy.demo import closing_text, run_demo
 
     result = run_demo(DemoConfig(output=Path(output), epochs=epochs, train_minutes=train_minutes))
     click.echo(closing_text(result))

@@ -7,6 +7,12 @@ from pathlib import Path
 
 import click
 
+from fcn_deploy.calibration.api import QuantizeConfig, default_output
+from fcn_deploy.calibration.int8 import TARGETS
+from fcn_deploy.calibration.ranges import METHODS
+
+DEFAULTS = QuantizeConfig(model=Path("MODEL.onnx"), precision="int8")  # the library's defaults, shown in --help
+
 
 def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
     from fcn_deploy.core.errors import FcnDeployError
@@ -30,20 +36,20 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
 @click.option("--calib-dataset", help="Dataset split for calibration, e.g. camvid or camvid:train.")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Where --calib-dataset lives.")
 @click.option("--calib-video", type=click.Path(path_type=Path), help="Video whose frames calibrate.")
-@click.option("--num-images", type=int, default=300, show_default=True, help="Calibration images (seeded pick).")
-@click.option("--method", type=click.Choice(["entropy", "percentile", "minmax"]), default="entropy",
+@click.option("--num-images", type=int, default=DEFAULTS.num_images, show_default=True, help="Calibration images (seeded pick).")
+@click.option("--method", type=click.Choice(METHODS), default=DEFAULTS.method,
               show_default=True, help="INT8 activation range: KL-optimal clip, 99.99th percentile, or max |x|.")
 @click.option("--calib-shapes", help="HxW[,HxW...] to calibrate at (default: the model card's opt shape).")
-@click.option("--target", type=click.Choice(["tensorrt", "onnxruntime"]), default="tensorrt", show_default=True,
+@click.option("--target", type=click.Choice(TARGETS), default=DEFAULTS.target, show_default=True,
               help="INT8 flavour: TensorRT's symmetric Q/DQ, or ORT CPU's fast uint8/int8 kernels.")
 @click.option("--exclude", multiple=True, help="Node name or op type kept in FP32 (repeatable).")
 @click.option("--cache", type=click.Path(path_type=Path), help="Calibration cache file (reused when it matches).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Default: MODEL.int8.onnx / MODEL.fp16.onnx.")
 @click.option("--mean", help="For an ONNX without model card: RGB mean in pixel/255 units, e.g. 0.485,0.456,0.406.")
 @click.option("--std", help="For an ONNX without model card: RGB std in pixel/255 units.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image selection.")
-@click.option("--eval-images", type=int, default=50, show_default=True, help="Held-out images for the summary.")
-@click.option("--fp16-max-activation", type=float, default=512.0, show_default=True,
+@click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="Seed of the image selection.")
+@click.option("--eval-images", type=int, default=DEFAULTS.eval_images, show_default=True, help="Held-out images for the summary.")
+@click.option("--fp16-max-activation", type=float, default=DEFAULTS.fp16_max_activation, show_default=True,
               help="FP16: nodes whose activations exceed this on calibration images stay FP32.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def command(model, precision, calib_data, calib_dataset, data_root, calib_video, num_images, method, calib_shapes,
@@ -54,16 +60,18 @@ def command(model, precision, calib_data, calib_dataset, data_root, calib_video,
 
     if precision is None:
         raise FcnDeployError("choose a precision: --int8 or --fp16")
-    from fcn_deploy.calibration.api import QuantizeConfig, quantize
+    from fcn_deploy.chain.lowered import LoweredOnnx
 
-    cfg = QuantizeConfig(
-        model=model, precision=precision, output=output, target=target, calib_data=calib_data,
-        calib_dataset=calib_dataset, data_root=data_root, calib_video=calib_video, num_images=num_images,
-        method=method, calib_shapes=tuple(parse_hw_list(calib_shapes, "--calib-shapes")) if calib_shapes else None,
-        exclude=tuple(exclude), cache=cache, mean=_triple(mean, "--mean"), std=_triple(std, "--std"), seed=seed,
-        eval_images=eval_images, fp16_max_activation=fp16_max_activation,
-    )
-    result = quantize(cfg)
+    calibration = dict(
+        calib_data=calib_data, calib_dataset=calib_dataset, data_root=data_root, calib_video=calib_video,
+        num_images=num_images, method=method, exclude=tuple(exclude), cache=cache, mean=_triple(mean, "--mean"),
+        std=_triple(std, "--std"), seed=seed, eval_images=eval_images, fp16_max_activation=fp16_max_activation,
+        calib_shapes=tuple(parse_hw_list(calib_shapes, "--calib-shapes")) if calib_shapes else None,
+    )  # fmt: skip
+    # A command that names its output lowers again (reuse=False): it prints the summary of this calibration.
+    step = LoweredOnnx(model, precision, output or default_output(model, precision), target=target, calibration=calibration, reuse=False,
+                       say=lambda text: None)  # fmt: skip
+    result = step().result
     s = result.summary
     if as_json:
         click.echo(json.dumps(s))

@@ -2,37 +2,40 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-DATASET_CHOICES = ["voc", "cityscapes", "camvid", "folder", "synthetic"]
+from fcn_deploy.core.datasets import DATASETS
+from fcn_deploy.report.inputs import BACKENDS, DEVICES, PRECISIONS, ReportConfig
+
+DEFAULTS = ReportConfig(output=Path("report"), dataset="synthetic")  # the library's defaults, shown in --help
 
 
 @click.command("report")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Training checkpoint (.pt): exported for you; "
               "also gives the PyTorch eager reference row.")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="FP32 ONNX from `fcn-deploy export`.")
-@click.option("--dataset", type=click.Choice(DATASET_CHOICES), required=True)
+@click.option("--dataset", type=click.Choice(DATASETS), required=True)
 @click.option("--data-root", type=click.Path(file_okay=False), help="Dataset folder (not needed for synthetic).")
-@click.option("--split", default="val", show_default=True)
+@click.option("--split", default=DEFAULTS.split, show_default=True)
 @click.option("--max-images", type=int, help="Evaluate the first N images of the split.")
-@click.option("--precisions", default="fp32,fp16,int8", show_default=True)
-@click.option("--backends", default="auto", show_default=True,
-              help="auto, or a list of torch,onnxruntime,tensorrt; TensorRT rows are skipped with a reason when "
+@click.option("--precisions", default=",".join(PRECISIONS), show_default=True)
+@click.option("--backends", default=",".join(DEFAULTS.backends), show_default=True,
+              help=f"auto, or a list of {','.join(BACKENDS)}; TensorRT rows are skipped with a reason when "
               "TensorRT or a GPU is missing.")
 @click.option("--sizes", help="Network input sizes HxW,... [default: the model card's opt shape].")
-@click.option("--calib-images", type=int, default=100, show_default=True,
+@click.option("--calib-images", type=int, default=DEFAULTS.calib_images, show_default=True,
               help="Calibration images for INT8/FP16 (from the train split).")
-@click.option("--latency-s", type=float, default=2.0, show_default=True, help="Timing seconds per row.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+@click.option("--latency-s", type=float, default=DEFAULTS.latency_duration_s, show_default=True,
+              help="Timing seconds per row.")
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULTS.device, show_default=True,
               help="Device of the PyTorch and ONNX Runtime rows (TensorRT rows always run on the GPU).")
 @click.option("--output", type=click.Path(), default="report", show_default=True, help="Report directory.")
 def command(checkpoint, onnx_path, dataset, data_root, split, max_images, precisions, backends, sizes,
             calib_images, latency_s, device, output) -> None:
     """Build what is missing (export, FP16/INT8, engines), evaluate each row, write report.md/json/csv and plots."""
-    from pathlib import Path
-
     from fcn_deploy.core.shapes import parse_hw_list
-    from fcn_deploy.report.inputs import ReportConfig
     from fcn_deploy.report.run import build_report
     from fcn_deploy.report.write import markdown_table
 
