@@ -1,0 +1,192 @@
+"""The OpenVINO backend on real compiled models: FP32 equals ONNX Runtime, BF16 refused where the CPU lacks it,
+a Q/DQ graph runs int8 kernels, the model cache is keyed by the ONNX sha256 and the options."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from test_runtime_helpers import channel_card, make_channel_model
+
+from fcn_deploy.core.errors import FcnDeployError
+
+ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install 'fcn-deploy[cpu]')")
+
+from fcn_deploy.runtime.openvino_backend import (  # noqa: E402 - after the skip
+    OpenVinoBackend,
+    bf16_refusal,
+    cache_dir_for,
+    check_precision,
+)
+from fcn_deploy.runtime.ort_backend import OrtBackend  # noqa: E402
+
+FLAGS_AMX = "flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile"
+FLAGS_AVX2 = "flags\t\t: fpu sse sse2 avx avx2 fma"  # an AVX2-only AMD EPYC / older Xeon
+
+
+def _batch(shape=(1, 3, 24, 40), seed=0):
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path / "ov-cache"
+
+
+def test_fp32_equals_onnx_runtime(tmp_path, cache):
+    path = make_channel_model(tmp_path / "m.onnx", ("labels", "logits"), heavy_layers=3)
+    ort, vino = OrtBackend(path), OpenVinoBackend(path, precision="fp32", cache_root=cache)
+    for shape in ((1, 3, 24, 40), (2, 3, 17, 33)):
+        batch = _batch(shape)
+        a, b = ort.run(batch), vino.run(batch)
+        np.testing.assert_array_equal(b["labels"], a["labels"])
+        np.testing.assert_allclose(b["logits"], a["logits"], rtol=1e-5, atol=1e-5)
+    assert vino.execution_precision() == "f32"
+    assert vino.compiled_shapes == [(1, 3, 24, 40), (2, 3, 17, 33)]
+    vino.run(_batch((1, 3, 24, 40), seed=1))  # same shape: no new compile
+    assert len(vino.compiled_shapes) == 2
+    assert vino.output_kinds == ("logits",) and vino.input_sizes == ort.input_sizes
+    d = vino.describe()
+    assert d["backend"] == "openvino" and d["precision"] == "fp32"
+    assert d["options"]["INFERENCE_PRECISION_HINT"] == "f32"
+
+
+def test_probs_head_and_in_memory_model_with_a_given_card(tmp_path, cache):
+    bare = make_channel_model(tmp_path / "bare.onnx", ("labels", "probs"), card=False)
+    with pytest.raises(FcnDeployError, match="model card"):
+        OpenVinoBackend(bare, cache_root=cache)
+    vino = OpenVinoBackend(bare.read_bytes(), card=channel_card(("labels", "probs")), cache_root=cache)
+    out = vino.run(_batch())
+    np.testing.assert_allclose(out["probs"].sum(axis=1), 1.0, rtol=1e-5)
+    assert vino.describe()["model"] == "in memory"
+
+
+def test_static_graph_declares_its_size(tmp_path, cache):
+    path = make_channel_model(tmp_path / "m.onnx", ("labels",))
+    model = onnx.load(str(path))
+    for d, v in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], (20, 30), strict=True):
+        d.dim_value = v
+    onnx.save(model, str(tmp_path / "static.onnx"))
+    vino = OpenVinoBackend(tmp_path / "static.onnx", cache_root=cache)
+    assert vino.input_sizes.fixed == (20, 30)
+    assert vino.run(_batch((1, 3, 20, 30)))["labels"].shape == (1, 20, 30)
+
+
+def test_bf16_refusal_reads_the_cpu_flags():
+    assert bf16_refusal([FLAGS_AMX]) is None
+    assert bf16_refusal(["flags\t\t: avx2 avx512_bf16"]) is None
+    reason = bf16_refusal([FLAGS_AVX2])
+    assert "avx512_bf16" in reason and "amx_bf16" in reason
+    assert "no instruction-set flags" in bf16_refusal(["processor : 0"])
+    with pytest.raises(FcnDeployError, match=r"--precision bf16: this CPU has neither .*--precision fp32"):
+        check_precision("bf16", [FLAGS_AVX2])
+    check_precision("bf16", [FLAGS_AMX])
+    check_precision("fp32", [FLAGS_AVX2])
+    with pytest.raises(FcnDeployError, match="takes fp32, bf16"):
+        check_precision("fp16", [FLAGS_AMX])
+
+
+def test_bf16_on_this_cpu(tmp_path, cache):
+    """Runs on the matrix units where this CPU has them, refused in one line where it does not."""
+    path = make_channel_model(tmp_path / "m.onnx", ("labels", "logits"), heavy_layers=3)
+    reason = bf16_refusal()
+    if reason:
+        with pytest.raises(FcnDeployError, match="--precision bf16"):
+            OpenVinoBackend(path, precision="bf16", cache_root=cache)
+        return
+    vino = OpenVinoBackend(path, precision="bf16", cache_root=cache)
+    batch = _batch()
+    out, ref = vino.run(batch), OrtBackend(path).run(batch)
+    assert vino.execution_precision() == "bf16"
+    assert not np.array_equal(out["logits"], ref["logits"])  # it really computed in BF16
+    np.testing.assert_allclose(out["logits"], ref["logits"], atol=0.05)
+    assert (out["labels"] == ref["labels"]).mean() > 0.95
+
+
+def _qdq_model(path, seed=0):
+    """image -> Q/DQ (int8, per tensor) -> Conv with per-channel int8 Q/DQ weights -> ReLU -> Q/DQ -> 1x1 Conv
+    (int8 weights) -> ArgMax: the graph `quantize --target tensorrt` writes, in miniature."""
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((16, 3, 3, 3)) * 0.5).astype(np.float32)
+    w2 = (rng.standard_normal((3, 16, 1, 1)) * 0.5).astype(np.float32)
+    inits, nodes = [], []
+
+    def weight(name, w):
+        scale = (np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127).astype(np.float32)
+        q = np.clip(np.round(w / scale[:, None, None, None]), -127, 127).astype(np.int8)
+        inits.extend([numpy_helper.from_array(q, f"{name}_q"), numpy_helper.from_array(scale, f"{name}_s"),
+                      numpy_helper.from_array(np.zeros(w.shape[0], np.int8), f"{name}_z")])  # fmt: skip
+        nodes.append(
+            helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [name], axis=0)
+        )
+
+    def act(src, dst, scale):
+        inits.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{dst}_s"),
+                      numpy_helper.from_array(np.array(0, np.int8), f"{dst}_z")])  # fmt: skip
+        nodes.append(helper.make_node("QuantizeLinear", [src, f"{dst}_s", f"{dst}_z"], [f"{dst}_q"]))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{dst}_q", f"{dst}_s", f"{dst}_z"], [dst]))
+
+    weight("w1", w1)
+    weight("w2", w2)
+    act("image", "x0", 1 / 127)
+    nodes.append(helper.make_node("Conv", ["x0", "w1"], ["c1"], pads=[1, 1, 1, 1]))
+    nodes.append(helper.make_node("Relu", ["c1"], ["r1"]))
+    act("r1", "x1", 4 / 127)
+    nodes.append(helper.make_node("Conv", ["x1", "w2"], ["logits"]))
+    nodes.append(helper.make_node("ArgMax", ["logits"], ["labels"], axis=1, keepdims=0))
+    dims = ["N", 3, "H", "W"]
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "H", "W"]),
+         helper.make_tensor_value_info("logits", TensorProto.FLOAT, dims)], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    channel_card(("labels", "logits")).attach(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_int8_qdq_graph_runs_int8_kernels(tmp_path, cache):
+    path = _qdq_model(tmp_path / "q.onnx")
+    vino = OpenVinoBackend(path, cache_root=cache)
+    batch = _batch((1, 3, 32, 32))
+    out, ref = vino.run(batch), OrtBackend(path).run(batch)
+    # The fake-quant semantics match ONNX Runtime's: same scores up to rounding at the quantization steps.
+    np.testing.assert_allclose(out["logits"], ref["logits"], atol=0.1)
+    assert (out["labels"] == ref["labels"]).mean() > 0.97
+    compiled = vino._compiled[(1, 3, 32, 32)][0]
+    precisions = {
+        op.get_rt_info()["runtimePrecision"].astype(str).lower()
+        for op in compiled.get_runtime_model().get_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+    }
+    assert precisions & {"i8", "u8"}, precisions  # the convolutions run as int8, not de-quantized FP32
+
+
+def test_cache_dir_is_keyed_by_sha256_and_options(tmp_path, cache):
+    path = make_channel_model(tmp_path / "m.onnx", ("labels",))
+    first = OpenVinoBackend(path, cache_root=cache)
+    first.run(_batch())
+    assert first.cache_dir.parent == cache
+    from fcn_deploy.core.atomic import sha256_file
+
+    assert first.cache_dir.name.startswith(sha256_file(path)[:16])
+    assert any(first.cache_dir.glob("*.blob"))  # OpenVINO exported the compiled model there
+    again = OpenVinoBackend(path, cache_root=cache)
+    assert again.cache_dir == first.cache_dir
+    assert OpenVinoBackend(path, threads=1, cache_root=cache).cache_dir != first.cache_dir
+    other = make_channel_model(tmp_path / "o.onnx", ("labels", "logits"))
+    assert OpenVinoBackend(other, cache_root=cache).cache_dir != first.cache_dir
+    opts = {"INFERENCE_PRECISION_HINT": "f32"}
+    assert cache_dir_for("a" * 64, opts, cache) != cache_dir_for("b" * 64, opts, cache)
+    assert cache_dir_for("a" * 64, opts, cache) != cache_dir_for("a" * 64, {"X": "1"}, cache)
+
+
+def test_unreadable_model_is_a_one_line_error(tmp_path, cache):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(FcnDeployError, match="bad.onnx"):
+        OpenVinoBackend(bad, cache_root=cache)
