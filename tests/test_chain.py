@@ -17,6 +17,7 @@ from test_engine_cli import tiny_fcn_onnx
 from fcn_deploy.chain import engine as chain_engine
 from fcn_deploy.chain.engine import EngineFromOnnx
 from fcn_deploy.chain.lowered import LoweredOnnx
+from fcn_deploy.chain.onnx import OnnxFromCheckpoint
 from fcn_deploy.cli import main
 from fcn_deploy.core.atomic import sha256_file, write_bytes
 from fcn_deploy.core.card import ModelCard
@@ -160,3 +161,27 @@ def test_a_transient_lowering_lives_only_for_the_build(model, tmp_path):
     assert "--fp16" in kw["rebuild_command"] and "--num-images=2" in kw["rebuild_command"]
     assert made.path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["imgs", "m.engine",
                                                                                     "m.engine.json", "m.onnx"]
+
+
+def test_onnx_is_reused_only_for_the_same_checkpoint_and_options(tmp_path):
+    from test_report import SIZE, tiny_checkpoint
+
+    from fcn_deploy.export.options import ExportOptions
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
+    out = tmp_path / "model.onnx"
+
+    def step(opset=17):
+        options = ExportOptions(opset=opset, opt_shape=SIZE, check_sizes=(SIZE,))
+        return OnnxFromCheckpoint(ckpt, out, options, say=lambda s: None)
+
+    assert not step()().reused
+    assert step()().reused
+    assert not step(opset=18)().reused  # another option
+    assert ModelCard.from_onnx(load_onnx(out)).provenance["opset"] == 18
+    from fcn_deploy.training.checkpoint import model_from_checkpoint, save_checkpoint
+
+    model, card, _ = model_from_checkpoint(ckpt)
+    save_checkpoint(ckpt, model, card, epoch=7)  # the same weights, another file: another parent sha256
+    assert not step(opset=18)().reused
+    assert ModelCard.from_onnx(load_onnx(out)).checkpoint_sha256 == sha256_file(ckpt)

@@ -90,6 +90,7 @@ def rebuild_command(source: Path, output: Path, options: BuildOptions, lowering:
     if options.version_compatible:
         args.append("--version-compatible")
     for key, value in (lowering.given() if lowering is not None else {}).items():
+        key = {"cache": "calib_cache"}.get(key, key)  # build-engine's name for quantize's --cache
         if key == "calib_shapes":
             value = ",".join(format_hw(s) for s in value)
         for item in value if isinstance(value, (tuple, list)) else (value,):

@@ -20,8 +20,11 @@ from fcn_deploy.core.onnx_io import load_onnx
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(QuantizeConfig) if f.default is not dataclasses.MISSING}
 CALIBRATION_FIELDS = tuple(k for k in _DEFAULTS if k not in ("output", "target"))
-# Options the lowering provenance records, by the name it records them under.
-RECORDED = {"method": "method", "num_images": "num_images", "fp16_max_activation": "fp16_max_activation"}
+# Options mismatch() checks against the lowering's provenance, and options that do not change the lowered graph;
+# any other option (exclusions, seed, float ends, mean/std) is not recorded, so a step that sets one lowers again.
+CHECKED = ("calib_data", "calib_dataset", "data_root", "calib_video", "num_images", "method", "calib_shapes",
+           "fp16_max_activation")  # fmt: skip
+NO_EFFECT = ("cache", "eval_images", "latency_runs", "latency_shape")
 
 
 def calibration_source(calibration: Mapping[str, Any]) -> str | None:
@@ -81,8 +84,7 @@ class LoweredOnnx:
         for key, value in wanted.items():
             if plain(rec.get(key)) != plain(value):
                 return f"{key} {rec.get(key)!r} != {value!r}"
-        unrecorded = set(self.given()) - set(RECORDED) - {"calib_dataset", "calib_data", "calib_video", "data_root",
-                                                          "calib_shapes", "cache", "eval_images", "latency_runs"}
+        unrecorded = set(self.given()) - set(CHECKED) - set(NO_EFFECT)
         return f"{', '.join(sorted(unrecorded))} not recorded" if unrecorded else None
 
     def __call__(self, scratch: Path | None = None) -> Artifact:
