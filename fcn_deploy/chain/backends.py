@@ -8,7 +8,10 @@ from pathlib import Path
 from fcn_deploy.core.backend import Backend
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "openvino", "torch")
+# The compute precision asked of a CPU runtime (int8 and fp16 live in the graph): bf16 needs --backend openvino.
+PRECISIONS = ("fp32", "bf16")
+ALSO_TAKES = {"openvino": (".onnx",)}  # backends that run a file type another backend is the default for
 DEVICES = ("cpu", "cuda")  # every backend's; open_backend also takes "auto", and PyTorch "cuda:N"
 SUFFIXES = {
     ".onnx": "onnxruntime",
@@ -29,8 +32,12 @@ def backend_for(path: Path, backend: str = "auto") -> str:
                 f"{path}: unknown model type {path.suffix!r}; give a .onnx, .engine/.plan or .pt/.pth file"
             )
         return by_suffix
-    if by_suffix is not None and by_suffix != backend:
-        wanted = [s for s, b in SUFFIXES.items() if b == backend]
+    if (
+        by_suffix is not None
+        and by_suffix != backend
+        and path.suffix.lower() not in ALSO_TAKES.get(backend, ())
+    ):
+        wanted = [s for s, b in SUFFIXES.items() if b == backend] + list(ALSO_TAKES.get(backend, ()))
         raise FcnDeployError(
             f"{path}: a {path.suffix} file cannot run on --backend {backend} (it takes {'/'.join(wanted)}); "
             "use --backend auto"
@@ -39,17 +46,37 @@ def backend_for(path: Path, backend: str = "auto") -> str:
 
 
 def open_backend(
-    model_path: str | Path, backend: str = "auto", device: str | None = None, trust_engine: bool = False
+    model_path: str | Path,
+    backend: str = "auto",
+    device: str | None = None,
+    trust_engine: bool = False,
+    precision: str | None = None,
 ) -> Backend:
-    """Open `model_path` on the chosen backend. TensorRT and torch are imported only when chosen.
+    """Open `model_path` on the chosen backend. TensorRT, OpenVINO and torch are imported only when chosen.
 
     device None: cuda for TensorRT engines, cpu for everything else; "auto": a GPU where the backend sees one.
     trust_engine: run an engine whose manifest is missing or does not match (TensorRT checks it otherwise).
+    precision None/"fp32": compute as the graph says; "bf16": OpenVINO on a CPU with AVX512-BF16 or AMX
+    (`auto` picks OpenVINO for it).
     """
     path = Path(model_path)
     if not path.is_file():
         raise FcnDeployError(f"{path}: no such model file (no such file or directory); check the path")
+    if precision not in (None, *PRECISIONS):
+        raise FcnDeployError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     kind = backend_for(path, backend)
+    if precision == "bf16" and backend == "auto" and kind == "onnxruntime":
+        kind = "openvino"
+    if precision == "bf16" and kind != "openvino":
+        raise FcnDeployError(
+            f"--precision bf16: the {kind} backend does not compute in BF16; use --backend openvino on a .onnx"
+        )
+    if kind == "openvino":
+        if device not in (None, "auto", "cpu"):
+            raise FcnDeployError(f"{path}: the OpenVINO backend runs on the CPU only; pass --device cpu")
+        from fcn_deploy.runtime.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(path, precision=precision or "fp32")
     if kind == "onnxruntime":
         try:
             from fcn_deploy.runtime.ort_backend import OrtBackend
