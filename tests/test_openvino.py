@@ -34,6 +34,12 @@ def cache(tmp_path):
     return tmp_path / "ov-cache"
 
 
+@pytest.fixture(autouse=True)
+def _no_home_cache(tmp_path, monkeypatch):
+    """Backends opened through the factory and the CLIs compile into the test's folder, not ~/.cache."""
+    monkeypatch.setattr("fcn_deploy.runtime.openvino_backend.CACHE_ROOT", tmp_path / "home-cache")
+
+
 def test_fp32_equals_onnx_runtime(tmp_path, cache):
     path = make_channel_model(tmp_path / "m.onnx", ("labels", "logits"), heavy_layers=3)
     ort, vino = OrtBackend(path), OpenVinoBackend(path, precision="fp32", cache_root=cache)
@@ -190,3 +196,77 @@ def test_unreadable_model_is_a_one_line_error(tmp_path, cache):
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(FcnDeployError, match="bad.onnx"):
         OpenVinoBackend(bad, cache_root=cache)
+
+
+def _four_class_model(path, seed=0):
+    """A torch-free 4-class conv net (3x3 conv -> ReLU -> 1x1 conv -> ArgMax) for the synthetic dataset."""
+    from fcn_deploy.core.card import ModelCard, OutputSpec
+
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((16, 3, 3, 3)) * 0.5).astype(np.float32), "w1"),
+        numpy_helper.from_array((rng.standard_normal((4, 16, 1, 1)) * 0.5).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["logits"]),
+        helper.make_node("ArgMax", ["logits"], ["labels"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes, "four", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "H", "W"])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    card = ModelCard.default("fcn8s", 4, outputs=(OutputSpec("labels", "labels"),), min_shape=(8, 8))
+    card.attach(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _cli(*args, ok=True):
+    from click.testing import CliRunner
+
+    from fcn_deploy.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert (result.exit_code == 0) == ok, result.output
+    return result.output
+
+
+def test_factory_opens_openvino_for_onnx_only(tmp_path):
+    from fcn_deploy.chain.backends import backend_for, open_backend
+
+    path = make_channel_model(tmp_path / "m.onnx")
+    assert backend_for(path, "openvino") == "openvino"
+    with open_backend(path, "openvino") as net:
+        assert isinstance(net, OpenVinoBackend) and net.precision == "fp32"
+    with pytest.raises(FcnDeployError, match=r"\.pt file cannot run on --backend openvino"):
+        backend_for(tmp_path / "m.pt", "openvino")
+    with pytest.raises(FcnDeployError, match="onnxruntime backend does not compute in BF16"):
+        open_backend(path, "onnxruntime", precision="bf16")
+    with pytest.raises(FcnDeployError, match="CPU only"):
+        open_backend(path, "openvino", device="cuda")
+    if bf16_refusal() is None:
+        with open_backend(path, "auto", precision="bf16") as net:
+            assert net.name == "openvino" and net.precision == "bf16"
+            net.run(_batch())
+            assert net.cache_dir.parent == tmp_path / "home-cache"
+
+
+def test_evaluate_and_profile_on_openvino(tmp_path):
+    import json
+
+    path = _four_class_model(tmp_path / "four.onnx")
+    args = ("evaluate", path, "--dataset", "synthetic", "--split", "val", "--resize", "48x48", "--json")
+    ort = json.loads(_cli(*args, "--backend", "onnxruntime"))
+    vino = json.loads(_cli(*args, "--backend", "openvino"))
+    assert vino["num_images"] == ort["num_images"] > 0
+    assert vino == ort  # FP32 is exact: the same labels, the same metrics
+    assert "openvino" in _cli(*args[:-1], "--backend", "openvino")
+    out = _cli(*args, "--backend", "onnxruntime", "--precision", "bf16", ok=False)
+    assert "does not compute in BF16" in out and "Traceback" not in out
+    prof = json.loads(_cli("profile", path, "--backend", "openvino", "--shape", "32x32", "--iterations", "5",
+                           "--warmup-s", "0", "--json", "-"))  # fmt: skip
+    assert prof["backend"]["backend"] == "openvino"

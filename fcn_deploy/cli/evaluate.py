@@ -7,7 +7,7 @@ import math
 
 import click
 
-from fcn_deploy.chain.backends import BACKENDS
+from fcn_deploy.chain.backends import BACKENDS, PRECISIONS
 from fcn_deploy.core.datasets import DATASETS
 
 KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
@@ -28,8 +28,10 @@ KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
     "in training, else a static model's own size]; predictions are always scored at the labels' own size.",
 )
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="auto: by file type (.pt/.pth PyTorch, .onnx ONNX Runtime, .engine/.plan TensorRT).")  # fmt: skip
+              help="auto: by file type (.pt/.pth PyTorch, .onnx ONNX Runtime, .engine/.plan TensorRT); openvino runs a .onnx.")  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda (or cuda:N for PyTorch).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Compute precision on the CPU: bf16 runs on OpenVINO (AVX512-BF16/AMX CPUs only).")  # fmt: skip
 @click.option(
     "--trust-engine", is_flag=True, help="Run a TensorRT engine whose manifest is missing or differs."
 )
@@ -37,7 +39,7 @@ KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal]."
 )
-def command(model, dataset, data_root, split, resize, backend, device, trust_engine, as_json, progress) -> None:
+def command(model, dataset, data_root, split, resize, backend, device, precision, trust_engine, as_json, progress) -> None:
     """Evaluate MODEL (.pt checkpoint, .onnx, lowered .onnx or .engine) on whole images: pixel accuracy, mean
     accuracy, mean IoU, frequency-weighted IoU."""
     import sys
@@ -48,7 +50,7 @@ def command(model, dataset, data_root, split, resize, backend, device, trust_eng
     from fcn_deploy.core.scoring import score
     from fcn_deploy.core.shapes import parse_hw
 
-    with open_backend(model, backend, device, trust_engine) as net:
+    with open_backend(model, backend, device, trust_engine, precision=precision) as net:
         card = net.card
         train_cfg = card.provenance.get("train_config") or {}
         dataset = dataset or train_cfg.get("dataset") or card.training_dataset

@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from fcn_deploy.chain.backends import BACKENDS, DEVICES
+from fcn_deploy.chain.backends import BACKENDS, DEVICES, PRECISIONS
 
 log = logging.getLogger("fcn_deploy.infer")
 
@@ -17,10 +17,12 @@ log = logging.getLogger("fcn_deploy.infer")
 @click.option("--camera", help="Camera index (V4L2), or csi://N for a Jetson CSI camera.")
 @click.option("--source", help="Video file, image, folder, glob ('frames/*.png') or rtsp:// / http:// URL.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto",
-              show_default=True, help="auto: by file type (.engine/.plan, .onnx, .pt/.pth).")  # fmt: skip
+              show_default=True, help="auto: by file type (.engine/.plan, .onnx, .pt/.pth); openvino runs a .onnx.")  # fmt: skip
 @click.option(
     "--device", type=click.Choice(DEVICES), help="Default: cuda for engines, cpu otherwise."
 )
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Compute precision on the CPU: bf16 runs on OpenVINO (AVX512-BF16/AMX CPUs only).")  # fmt: skip
 @click.option("--input-size", help="Network input HxW (frames are resized; labels resized back).")
 @click.option("--native", is_flag=True, help="Run at each frame's own size.")
 @click.option("--output", type=click.Path(), help="Video (.mp4/.avi/.mkv), image (.png/.jpg) or folder.")
@@ -42,7 +44,7 @@ log = logging.getLogger("fcn_deploy.infer")
     "--trust-engine", is_flag=True, help="Run a TensorRT engine whose manifest is missing or differs."
 )
 @click.pass_context
-def command(ctx, model, camera, source, backend, device, input_size, native, output, display, visualize, alpha,
+def command(ctx, model, camera, source, backend, device, precision, input_size, native, output, display, visualize, alpha,
             legend, save_labels, max_frames, show_stats, open_timeout, read_timeout, max_reconnects,
             trust_engine) -> None:  # fmt: skip
     """Segment live or recorded images with MODEL (.engine, .onnx or .pt) and show/save overlays."""
@@ -61,7 +63,7 @@ def command(ctx, model, camera, source, backend, device, input_size, native, out
         raise FcnDeployError("--input-size and --native exclude each other; pick one")
     size = parse_hw(input_size, "--input-size") if input_size else None
 
-    net = open_backend(model, backend, device, trust_engine)
+    net = open_backend(model, backend, device, trust_engine, precision=precision)
     try:
         card = net.card
         if size is not None:
