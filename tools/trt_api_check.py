@@ -306,6 +306,76 @@ def check(releases=DEFAULT_RELEASES, extra: tuple[str, ...] = (), cache: Path = 
     return report
 
 
+# --- 3. the contract double's own surface (tests/doubles) ------------------------------------------------
+DOUBLES = REPO / "tests" / "doubles"
+# The real 11.x bindings wheel on PyPI (11.4.0.106) stands in for 11.4.1, which is what the double says it is.
+DOUBLE_RELEASES = {"10.3.0": DEFAULT_RELEASES[0], "11.4.1": DEFAULT_RELEASES[1]}
+
+_SURFACE = r"""
+import enum, inspect, json, sys
+sys.path.insert(0, sys.argv[1])
+import tensorrt as trt
+names = []
+def walk(obj, prefix, depth=0):
+    for key, value in vars(obj).items():
+        if key.startswith("_") and key != "__init__" or key == "__init__" and value is object.__init__:
+            continue
+        if key in ("__init__",) and not inspect.isfunction(value):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, type) and issubclass(value, enum.Enum):
+            names.append(name)
+            names.extend(f"{name}.{m}" for m in value.__members__)
+        elif isinstance(value, type) and depth < 2 and value.__module__ == "tensorrt":
+            names.append(name)
+            walk(value, name + ".", depth + 1)
+        elif isinstance(value, enum.Enum):
+            names.append(name)
+        elif not inspect.ismodule(value):
+            names.append(name)
+walk(trt, "")
+print(json.dumps(sorted(set(names))))
+"""
+
+
+def double_surface(version: str) -> list[str]:
+    """Every public name the `tensorrt` double offers when it behaves as `version` (classes, methods,
+    properties, enum members), found by walking the module: nothing hand-listed."""
+    env = dict(os.environ, FCN_DEPLOY_TRT_DOUBLE_VERSION=version)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SURFACE, str(DOUBLES)], capture_output=True, text=True, env=env, timeout=120
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the TensorRT double did not import as {version}: {proc.stderr.strip()[-400:]}")
+    return json.loads(proc.stdout)
+
+
+def check_double(version: str, cache: Path = CACHE) -> dict:
+    """The double's surface for `version` checked against the real bindings of that release."""
+    package, real = DOUBLE_RELEASES[version]
+    chains = [c for c in double_surface(version) if c != "__version__"]
+    return inspect_release(package, real, chains, cache)
+
+
+def double_cuda_surface() -> list[str]:
+    """Public names of the `cuda.bindings.runtime` double (functions, classes, enum members)."""
+    import ast as _ast
+
+    tree = _ast.parse((DOUBLES / "cuda" / "bindings" / "runtime.py").read_text(encoding="utf-8"))
+    names = []
+    for node in tree.body:
+        if isinstance(node, (_ast.FunctionDef, _ast.ClassDef)) and not node.name.startswith("_"):
+            names.append(node.name)
+            if isinstance(node, _ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, _ast.Assign) and isinstance(item.targets[0], _ast.Name):
+                        if not item.targets[0].id.startswith("_"):
+                            names.append(f"{node.name}.{item.targets[0].id}")
+                    elif isinstance(item, _ast.FunctionDef) and not item.name.startswith("_"):
+                        names.append(f"{node.name}.{item.name}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -321,10 +391,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--list", action="store_true", help="only print the collected names and where they are used"
     )
+    ap.add_argument(
+        "--double",
+        action="store_true",
+        help="check the contract double's surface (tests/doubles) against the real 10.3 and 11.x bindings",
+    )
     args = ap.parse_args(argv)
     if args.list:
         print(json.dumps(collect_chains(), indent=1))
         return 0
+    if args.double:
+        try:
+            reports = {v: check_double(v, args.cache) for v in DOUBLE_RELEASES}
+        except Unavailable as e:
+            print(json.dumps({"ok": None, "unavailable": str(e)}))
+            return 2
+        ok = not any(r["missing"] for r in reports.values())
+        print(json.dumps({"ok": ok, "releases": reports}, indent=1))
+        return 0 if ok else 1
     releases = tuple(tuple(r.split("==", 1)) for r in args.release) if args.release else DEFAULT_RELEASES
     try:
         report = check(releases, tuple(args.extra), args.cache)

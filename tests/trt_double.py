@@ -1,0 +1,48 @@
+"""Helpers for the contract tests: put the strict TensorRT / cuda-python doubles (tests/doubles) first on sys.path.
+
+The doubles say nothing about TensorRT's speed or numerics: they check that our code follows the API contract.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+DOUBLES = Path(__file__).resolve().parent / "doubles"
+ENV = {
+    "version": "FCN_DEPLOY_TRT_DOUBLE_VERSION",
+    "cuda_python": "FCN_DEPLOY_CUDA_DOUBLE_VERSION",
+    "driver": "FCN_DEPLOY_CUDA_DOUBLE_DRIVER",
+    "devices": "FCN_DEPLOY_CUDA_DOUBLE_DEVICES",
+}
+ORIN = "Orin (nvgpu):8.7:dla=2"
+
+
+def purge() -> None:
+    for name in list(sys.modules):
+        if name in ("tensorrt", "cuda", "_gpu_double") or name.startswith(("tensorrt.", "cuda.")):
+            del sys.modules[name]
+
+
+def use_double(monkeypatch, **settings) -> None:
+    """Select the doubles in this process (undone with monkeypatch; modules purged on both sides)."""
+    for key, var in ENV.items():
+        if key in settings:
+            monkeypatch.setenv(var, str(settings[key]))
+        else:
+            monkeypatch.delenv(var, raising=False)
+    purge()
+    monkeypatch.syspath_prepend(str(DOUBLES))
+
+
+def env(**settings) -> dict[str, str]:
+    """Environment for a subprocess that runs against the doubles."""
+    import os
+
+    out = dict(os.environ)
+    for key, var in ENV.items():
+        out.pop(var, None)
+        if key in settings:
+            out[var] = str(settings[key])
+    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(DOUBLES), out.get("PYTHONPATH")]))
+    return out
