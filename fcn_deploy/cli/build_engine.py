@@ -97,6 +97,13 @@ def command(
         keep_onnx and keep_onnx.resolve() in (model.resolve(), output.resolve())
     ):
         raise click.UsageError("--output and --keep-onnx must differ from MODEL and from each other")
+    from fcn_deploy.core.paths import check_outputs
+
+    check_outputs(
+        {"MODEL": model, **{f"--{k.replace('_', '-')}": given_calib.get(k) for k in ("calib_data", "calib_video", "data_root")}},
+        {"--output": output, "manifest (OUTPUT.json)": output.with_name(output.name + ".json"), "--keep-onnx": keep_onnx,
+         "--calib-cache": given_calib.get("cache"), "--timing-cache": timing_cache},
+    )  # fmt: skip
 
     # A command that names its engine builds it (reuse=False): the user asked for a fresh build.
     step = engine_for_onnx(

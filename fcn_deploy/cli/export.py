@@ -51,6 +51,7 @@ def command(
 
     from fcn_deploy.chain.onnx import OnnxFromCheckpoint
     from fcn_deploy.core.errors import FcnDeployError
+    from fcn_deploy.core.paths import check_outputs
     from fcn_deploy.core.shapes import parse_hw, parse_hw_list
     from fcn_deploy.export.options import ExportOptions
 
@@ -69,6 +70,7 @@ def command(
     )  # fmt: skip
     if output is None:
         output = str(Path(checkpoint).with_suffix(".onnx")) if checkpoint else f"{variant or 'fcn8s'}.onnx"
+    check_outputs({"--checkpoint": checkpoint}, {"--output": output})
     architecture = {"variant": variant, "num_classes": num_classes, "width": width, "padding": padding}
     if checkpoint is None:
         click.echo(

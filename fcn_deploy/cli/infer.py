@@ -50,6 +50,7 @@ def command(ctx, model, camera, source, backend, device, precision, input_size, 
     """Segment live or recorded images with MODEL (.engine, .onnx or .pt) and show/save overlays."""
     from fcn_deploy.chain.backends import open_backend
     from fcn_deploy.core.errors import FcnDeployError
+    from fcn_deploy.core.paths import check_outputs, source_input
     from fcn_deploy.core.shapes import parse_hw
     from fcn_deploy.runtime import sinks as sk
     from fcn_deploy.runtime.pipeline import Pipeline
@@ -62,6 +63,9 @@ def command(ctx, model, camera, source, backend, device, precision, input_size, 
     if input_size and native:
         raise FcnDeployError("--input-size and --native exclude each other; pick one")
     size = parse_hw(input_size, "--input-size") if input_size else None
+    check_outputs(
+        {"MODEL": model, "--source": source_input(source)}, {"--output": output, "--save-labels": save_labels}
+    )
 
     net = open_backend(model, backend, device, trust_engine, precision=precision)
     try:

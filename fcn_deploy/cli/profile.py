@@ -33,11 +33,13 @@ def command(model, backend, device, precision, shape, batch, warmup_s, iteration
     from fcn_deploy.chain.backends import open_backend
     from fcn_deploy.core.atomic import write_text
     from fcn_deploy.core.errors import FcnDeployError
+    from fcn_deploy.core.paths import check_outputs
     from fcn_deploy.core.shapes import parse_hw
     from fcn_deploy.profile import profile_backend
 
     if iterations is not None and duration is not None:
         raise FcnDeployError("give --iterations N or --duration S, not both")
+    check_outputs({"MODEL": model}, {"--json": json_out})
     config = ProfileConfig(
         shape=parse_hw(shape, "--shape") if shape else None, batch=batch, warmup_s=warmup_s,
         iterations=iterations, duration_s=DEFAULTS.duration_s if duration is None else duration, per_layer=per_layer,

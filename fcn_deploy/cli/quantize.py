@@ -61,6 +61,13 @@ def command(model, precision, calib_data, calib_dataset, data_root, calib_video,
     if precision is None:
         raise FcnDeployError("choose a precision: --int8 or --fp16")
     from fcn_deploy.chain.lowered import LoweredOnnx
+    from fcn_deploy.core.paths import check_outputs
+
+    output = output or default_output(model, precision)
+    check_outputs(
+        {"MODEL": model, "--calib-data": calib_data, "--calib-video": calib_video, "--data-root": data_root},
+        {"--output": output, "summary (OUTPUT with .json)": output.with_suffix(".json"), "--cache": cache},
+    )
 
     calibration = dict(
         calib_data=calib_data, calib_dataset=calib_dataset, data_root=data_root, calib_video=calib_video,
@@ -69,7 +76,7 @@ def command(model, precision, calib_data, calib_dataset, data_root, calib_video,
         calib_shapes=tuple(parse_hw_list(calib_shapes, "--calib-shapes")) if calib_shapes else None,
     )  # fmt: skip
     # A command that names its output lowers again (reuse=False): it prints the summary of this calibration.
-    step = LoweredOnnx(model, precision, output or default_output(model, precision), target=target, calibration=calibration, reuse=False,
+    step = LoweredOnnx(model, precision, output, target=target, calibration=calibration, reuse=False,
                        say=lambda text: None)  # fmt: skip
     result = step().result
     s = result.summary

@@ -35,10 +35,14 @@ DEFAULTS = ReportConfig(output=Path("report"), dataset="synthetic")  # the libra
 def command(checkpoint, onnx_path, dataset, data_root, split, max_images, precisions, backends, sizes,
             calib_images, latency_s, device, output) -> None:
     """Build what is missing (export, FP16/INT8, engines), evaluate each row, write report.md/json/csv and plots."""
+    from fcn_deploy.core.paths import check_outputs
     from fcn_deploy.core.shapes import parse_hw_list
     from fcn_deploy.report.run import build_report
     from fcn_deploy.report.write import markdown_table
 
+    written = ("report.md", "report.json", "report.csv", "pareto.png", "per_class.png", "samples")
+    check_outputs({"--checkpoint": checkpoint, "--onnx": onnx_path, "--data-root": data_root},
+                  {f"--output ({name})": Path(output) / name for name in written})  # fmt: skip
     cfg = ReportConfig(
         output=Path(output), dataset=dataset, checkpoint=Path(checkpoint) if checkpoint else None,
         onnx=Path(onnx_path) if onnx_path else None, data_root=data_root, split=split, max_images=max_images,
