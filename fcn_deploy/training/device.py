@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -17,9 +20,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+_MEASURED: list[int] = []  # the thread count this process measured or was given (set_measured_threads)
+
+
+def set_measured_threads(threads: int) -> None:
+    """Make `threads` this process's choice: auto_threads() returns it from now on (the demo measures once)."""
+    _MEASURED[:] = [threads]
+
+
 def auto_threads() -> int | None:
-    """1 thread when other jobs already keep every core busy: PyTorch's threads then wait on each other at every
-    parallel region (measured 4-5x slower than one thread on a loaded 2-core machine). Else PyTorch's default."""
+    """The thread count this process measured (set_measured_threads), else 1 thread when other jobs already keep
+    every core busy: PyTorch's threads then wait on each other at every parallel region (measured 4-5x slower than
+    one thread on a loaded 2-core machine). Else PyTorch's default."""
+    if _MEASURED:
+        return _MEASURED[0]
     cores = os.cpu_count() or 1
     return 1 if os.getloadavg()[0] >= cores else None
 
@@ -32,3 +46,35 @@ def apply_threads(threads: int | None) -> None:
     if threads < 1:
         raise FcnDeployError(f"--threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def measure_threads(work: Callable[[], object], candidates: Sequence[int] | None = None,
+                    rounds: int = 3) -> tuple[int, dict[int, float]]:  # fmt: skip
+    """Time `work` (a few training steps) under each thread count, interleaved `rounds` times so that a change of
+    load hits every candidate alike; the count with the lowest median wins (ties: fewer threads). Returns the
+    winner and each candidate's median seconds. PyTorch's thread count is left at the winner."""
+    counts = sorted(set(candidates or (1, usable_cores())))
+    if counts[0] < 1:
+        raise FcnDeployError(f"--threads must be >= 1, got {counts[0]}")
+    times: dict[int, list[float]] = {n: [] for n in counts}
+    for n in counts:  # warm-up: the first run under a thread count pays for the pool and the allocator
+        torch.set_num_threads(n)
+        work()
+    for _ in range(rounds):
+        for n in counts:
+            torch.set_num_threads(n)
+            t = time.perf_counter()
+            work()
+            times[n].append(time.perf_counter() - t)
+    medians = {n: statistics.median(v) for n, v in times.items()}
+    best = min(counts, key=lambda n: (medians[n], n))
+    torch.set_num_threads(best)
+    return best, medians
