@@ -16,11 +16,17 @@ DEFAULTS = DemoConfig()
               help="Training epochs (fewer: faster, worse).")
 @click.option("--train-minutes", type=float, default=DEFAULTS.train_minutes, show_default=True,
               help="Stop training after the epoch that crosses this budget.")
-def command(output, epochs, train_minutes) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="PyTorch CPU threads [default: measured, 1 vs every usable core, on a few training steps].")
+@click.option("--fresh", is_flag=True,
+              help="Retrain even when --output holds a finished demo with the same options (else its training "
+                   "and every still-valid model are reused).")
+def command(output, epochs, train_minutes, threads, fresh) -> None:
     """Synthetic shapes -> train a narrow FCN-8s on the CPU -> ONNX -> FP16 + INT8 -> accuracy/latency report."""
     from pathlib import Path
 
     from fcn_deploy.demo import closing_text, run_demo
 
-    result = run_demo(DemoConfig(output=Path(output), epochs=epochs, train_minutes=train_minutes))
+    result = run_demo(DemoConfig(output=Path(output), epochs=epochs, train_minutes=train_minutes, threads=threads,
+                                   fresh=fresh))
     click.echo(closing_text(result))

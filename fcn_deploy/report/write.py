@@ -58,6 +58,35 @@ def sort_rows(rows: Sequence[dict]) -> list[dict]:
     return [r for _, r in sorted(enumerate(rows), key=key)]
 
 
+DROP_BUDGET = 0.01  # the mean IoU a row may lose against the FP32 ONNX Runtime row at its size (1 point)
+
+
+def miou_drops(rows: Sequence[dict]) -> dict[int, float]:
+    """id(row) -> FP32 ONNX Runtime mean IoU at the row's size minus the row's own, for every measured row."""
+    ref = {r["size"]: r["mean_iou"] for r in rows if r["status"] == "ok" and r["backend"] == "onnxruntime"
+           and r["precision"] == "fp32" and r.get("mean_iou") is not None}  # fmt: skip
+    return {id(r): ref[r["size"]] - r["mean_iou"] for r in rows
+            if r["status"] == "ok" and r.get("mean_iou") is not None and r["size"] in ref}  # fmt: skip
+
+
+def over_budget(rows: Sequence[dict], budget: float = DROP_BUDGET) -> set[int]:
+    """id(row) of every measured row that lost more than `budget` mean IoU against FP32."""
+    return {i for i, d in miou_drops(rows).items() if d > budget + 1e-12}
+
+
+def best_within_budget(rows: Sequence[dict], budget: float = DROP_BUDGET) -> dict | None:
+    """The fastest measured deployable row (an ONNX or engine file, not the PyTorch checkpoint) whose mean IoU
+    is within `budget` of FP32; None when no row qualifies."""
+    drops = miou_drops(rows)
+    ok = [r for r in sort_rows(rows) if r["backend"] != "torch" and id(r) in drops and drops[id(r)] <= budget + 1e-12
+          and r.get("model")]  # fmt: skip
+    return ok[0] if ok else None
+
+
+def _drop(v: float | None) -> str:
+    return "-" if v is None else f"{-100 * v:+.2f}"
+
+
 def _pct(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
@@ -82,15 +111,18 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(rows: Sequence[dict]) -> str:
+def markdown_table(rows: Sequence[dict], budget: float = DROP_BUDGET) -> str:
+    """Rows by latency; a row that lost more than `budget` mean IoU against FP32 is flagged in its status."""
     head = (
-        "| backend | precision | size | status | mean IoU % | pixel acc % | mean acc % | fw IoU % | "
+        "| backend | precision | size | status | mean IoU % | vs FP32 pts | pixel acc % | mean acc % | fw IoU % | "
         "agreement with FP32 % | median ms | p95 ms | model MB |"
     )
-    lines = [head, "|" + "---|" * 12]
+    drops, over = miou_drops(rows), over_budget(rows, budget)
+    lines = [head, "|" + "---|" * 13]
     for r in sort_rows(rows):
+        status = _status(r) + (f" **OVER BUDGET** (> {100 * budget:g} pts lost)" if id(r) in over else "")
         cells = [
-            r["backend"], r["precision"], r["size"], _status(r), _pct(r.get("mean_iou")),
+            r["backend"], r["precision"], r["size"], status, _pct(r.get("mean_iou")), _drop(drops.get(id(r))),
             _pct(r.get("pixel_accuracy")), _pct(r.get("mean_accuracy")), _pct(r.get("fw_iou")),
             _pct(r.get("agreement_with_fp32")), _ms(r.get("latency_ms_median")), _ms(r.get("latency_ms_p95")),
             _mb(r.get("model_bytes")),
@@ -126,9 +158,11 @@ def render_markdown(rows: Sequence[dict], meta: dict[str, Any]) -> str:
         f"PyTorch threads {(env.get('thread_env') or {}).get('torch_intra_op', '-')}, "
         f"load average at the end {_load(env.get('load_average'))} (other work on the machine inflates latency)",
         "",
-        "Metrics are percentages; rows are sorted by median latency. Skipped and failed rows say why.",
+        f"Metrics are percentages; rows are sorted by median latency. `vs FP32 pts` is the mean IoU change against "
+        f"ONNX Runtime FP32 at the same size; a row that loses more than {100 * meta.get('drop_budget', DROP_BUDGET):g} "
+        "points is marked **OVER BUDGET**. Skipped and failed rows say why.",
         "",
-        markdown_table(rows),
+        markdown_table(rows, meta.get("drop_budget", DROP_BUDGET)),
         "",
     ]
     per_class = per_class_table(rows, meta.get("class_names", ()))
@@ -152,7 +186,9 @@ def _json_safe(value: Any) -> Any:
 
 
 def render_json(rows: Sequence[dict], meta: dict[str, Any]) -> str:
-    doc = {"schema": "fcn-deploy-report/1", "meta": meta, "rows": sort_rows(rows)}
+    drops, over = miou_drops(rows), over_budget(rows, meta.get("drop_budget", DROP_BUDGET))
+    flagged = [{**r, "miou_drop_vs_fp32": drops.get(id(r)), "over_budget": id(r) in over} for r in sort_rows(rows)]
+    doc = {"schema": "fcn-deploy-report/1", "meta": meta, "rows": flagged}
     return json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n"
 
 
