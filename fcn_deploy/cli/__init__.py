@@ -49,6 +49,15 @@ class LazyGroup(click.Group):
             exc = click.ClickException(str(e).replace("\n", " "))
             exc.exit_code = e.exit_code
             raise exc from None
+        except OSError as e:
+            # The environment, not the program: a full disk, quota, read-only or unreadable file, named in one line.
+            # Any other OSError (a bug's wrong path, ...) keeps its traceback.
+            from fcn_deploy.core.atomic import WRITE_ERRNOS
+
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e}; free space or fix the permissions") from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,16 +24,70 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+# Errors of the destination, not of the program: shown as one line naming the file.
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def write_error(path: str | os.PathLike, e: OSError) -> FcnDeployError:
+    """The one-line error for a failed write to `path` (disk full, quota, read-only, permissions, I/O)."""
+    hint = "free some space or choose another output path" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) \
+        else "choose a writable output path"  # fmt: skip
+    return FcnDeployError(f"{path}: cannot write it ({e.strerror or e}); it was left unchanged; {hint}")
+
+
+def _temp_pattern(name: str) -> re.Pattern:
+    return re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def sweep_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove temp files that a killed run left beside `path` (`.NAME.PID.RANDOM.tmp*` whose PID is gone).
+    Temps of running processes are left alone. Returns what was removed."""
+    dst = Path(path)
+    parent = dst.parent if str(dst.parent) else Path(".")
+    pattern, removed = _temp_pattern(dst.name), []
+    try:
+        candidates = list(parent.glob(f".{glob_escape(dst.name)}.*.tmp*"))
+    except OSError:
+        return removed
+    for p in candidates:
+        m = pattern.match(p.name)
+        if m and not _alive(int(m.group(1))):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?[])", r"[\1]", name)
+
+
 def reserve_temp(path: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, Path]:
     """Create an empty temp file beside `path` (same filesystem, so os.replace is atomic) with the usual
-    permissions; returns its open descriptor and path. For writers that need a path (e.g. cv2.VideoWriter)."""
+    permissions; returns its open descriptor and path. For writers that need a path (e.g. cv2.VideoWriter).
+    The name `.NAME.PID.RANDOM.tmp...` is recognisable: the next run that writes `path` sweeps a dead run's temps."""
     dst = Path(path)
     if dst.is_dir():
         raise FcnDeployError(f"{dst}: is a directory; give a file path for the output")
+    if not suffix.startswith(".tmp"):
+        suffix = ".tmp" + suffix
     parent = dst.parent if str(dst.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{dst.name}.", suffix=suffix)
+        sweep_temps(dst)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{dst.name}.{os.getpid()}.", suffix=suffix)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual permissions
     except OSError as e:
         raise FcnDeployError(f"{dst}: cannot write here ({e.strerror}); choose a writable output path") from None
@@ -39,10 +95,16 @@ def reserve_temp(path: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, Pa
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """fsync a finished temp file, move it onto `path`, then fsync the folder so the rename is durable."""
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """fsync a finished temp file, move it onto `path`, then fsync the folder so the rename is durable.
+    A failure removes the temp file and raises the one-line write error; `path` is untouched."""
+    try:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise write_error(path, e) from None
     parent = Path(path).parent if str(Path(path).parent) else Path(".")
     with contextlib.suppress(OSError):  # not available on every filesystem
         dir_fd = os.open(parent, os.O_RDONLY)
@@ -54,12 +116,19 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Yield a temp file beside `path`; it replaces `path` only if the block finishes without an exception."""
+    """Yield a temp file beside `path`; it replaces `path` only if the block finishes without an exception.
+    A full disk, quota or I/O error while writing becomes one FcnDeployError naming `path`."""
     fd, tmp = reserve_temp(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
         publish(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if e.errno in WRITE_ERRNOS:
+            raise write_error(path, e) from None
+        raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
