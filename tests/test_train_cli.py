@@ -24,6 +24,7 @@ from fcn_deploy.core.model_config import PADDINGS, VARIANTS, ModelConfig
 from fcn_deploy.training.checkpoint import load_checkpoint, save_checkpoint
 from fcn_deploy.training.config import TrainConfig
 from fcn_deploy.training.fcn import build_model
+from fcn_deploy.training.launch import BACKENDS as DIST_BACKENDS
 from fcn_deploy.training.recipes import OPTIMIZERS, REDUCTIONS, SCHEDULES
 
 FCN_DEPLOY = str(Path(sys.executable).with_name("fcn-deploy"))
@@ -235,6 +236,7 @@ def test_train_cli_defaults_are_the_train_config_defaults():
     assert choices == {
         "variant": VARIANTS, "dataset": DATASETS, "padding": PADDINGS, "optimizer": OPTIMIZERS,
         "schedule": SCHEDULES, "loss_reduction": REDUCTIONS, "normalization": NORMALIZATIONS,
+        "dist_backend": DIST_BACKENDS,
     }  # fmt: skip
 
 

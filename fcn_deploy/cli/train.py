@@ -10,6 +10,8 @@ from fcn_deploy.core.card import NORMALIZATIONS
 from fcn_deploy.core.datasets import DATASETS
 from fcn_deploy.core.model_config import PADDINGS, VARIANTS
 from fcn_deploy.training.config import DEFAULTS
+from fcn_deploy.training.launch import BACKENDS as DIST_BACKENDS
+from fcn_deploy.training.launch import DEFAULT_TIMEOUT_S
 from fcn_deploy.training.recipes import (
     ADAMW_LR,
     ADAMW_WEIGHT_DECAY,
@@ -22,7 +24,9 @@ from fcn_deploy.training.recipes import (
 )
 
 # Options that only say where or how fast to run; they may change between a run and its --resume.
-RUNTIME_OPTIONS = {"output", "resume", "workers", "threads", "device", "max_minutes", "progress"}
+RUNTIME_OPTIONS = {
+    "output", "resume", "workers", "threads", "device", "max_minutes", "progress", "dist_backend", "dist_timeout",
+}  # fmt: skip
 
 
 @click.command("train")
@@ -43,7 +47,14 @@ RUNTIME_OPTIONS = {"output", "resume", "workers", "threads", "device", "max_minu
     "--batch-norm", is_flag=True, help="Batch norm after every trunk convolution (from-scratch training)."
 )
 @click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=DEFAULTS.batch_size, show_default=True)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=DEFAULTS.batch_size,
+    show_default=True,
+    help="Global batch: under torchrun with N processes each takes batch-size / N images (must divide), so "
+    "one command trains the same at any scale.",
+)
 @click.option("--crop", help="Training crop HxW (random, ignore-padded); default: whole images.")
 @click.option(
     "--resize",
@@ -143,8 +154,27 @@ RUNTIME_OPTIONS = {"output", "resume", "workers", "threads", "device", "max_minu
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bars [default: when stderr is a terminal]."
 )
+@click.option(
+    "--dist-backend",
+    type=click.Choice(DIST_BACKENDS),
+    default="auto",
+    show_default=True,
+    help="Under torchrun / srun (WORLD_SIZE > 1): auto is nccl on CUDA, gloo on the CPU.",
+)
+@click.option(
+    "--dist-timeout",
+    type=float,
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a rank waits for the others before it stops (a dead or hung rank).",
+)
 def command(**opts) -> None:
-    """Train an FCN; writes OUTPUT/last.pt each epoch, OUTPUT/best.pt on the best val mean IoU, OUTPUT/log.jsonl."""
+    """Train an FCN; writes OUTPUT/last.pt each epoch, OUTPUT/best.pt on the best val mean IoU, OUTPUT/log.jsonl.
+
+    Several processes: `torchrun --standalone --nproc-per-node K -m fcn_deploy train ...` (one per GPU, or K CPU
+    processes with gloo); rank 0 alone prints and writes, and the run matches one process with the same
+    --batch-size.
+    """
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.core.shapes import parse_hw
 
@@ -192,10 +222,15 @@ def command(**opts) -> None:
         val_every=opts["val_every"],
         amp=not opts["no_amp"],
     )
+    from pathlib import Path
+
     from fcn_deploy.training.config import TrainConfig
-    from fcn_deploy.training.run_dir import resume_config
+    from fcn_deploy.training.launch import elastic_restart, is_main_process
+    from fcn_deploy.training.run_dir import LAST, resume_config
     from fcn_deploy.training.trainer import train
 
+    if not opts["resume"] and elastic_restart() and (Path(opts["output"]) / LAST).is_file():
+        opts["resume"] = True  # torchrun --max-restarts restarted the workers: continue from last.pt
     if opts["resume"]:
         cfg = resume_config(opts["output"])[0]
         _check_resume_options(ctx, cfg, opts["output"])
@@ -211,8 +246,11 @@ def command(**opts) -> None:
         max_minutes=opts["max_minutes"],
         progress=opts["progress"],
         echo=lambda s: click.echo(s, err=True),
+        dist_backend=opts["dist_backend"],
+        dist_timeout=opts["dist_timeout"],
     )
-    click.echo(json.dumps(summary))
+    if is_main_process():
+        click.echo(json.dumps(summary))
 
 
 def _check_resume_options(ctx: click.Context, stored, output: str) -> None:

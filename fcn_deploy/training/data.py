@@ -6,6 +6,8 @@ epoch and each item's augmentation has its own numpy generator, so workers and a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -51,17 +53,56 @@ def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tenso
     return torch.stack([x for x, _ in batch]), torch.stack([y for _, y in batch])
 
 
-def epoch_loader(train_set: TrainSet, epoch: int, workers: int, pin_memory: bool) -> DataLoader:
-    """The batches of `epoch`, in the order an uninterrupted run draws them."""
+def epoch_order(seed: int, epoch: int, n: int) -> list[int]:
+    """The single-process shuffle of `epoch`: the draw torch's DataLoader(shuffle=True) made from the generator
+    seeded per epoch (one 64-bit worker seed first, then the permutation), so runs keep their sample order."""
+    generator = torch.Generator().manual_seed(seed * 100_019 + epoch)
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+@dataclass(frozen=True)
+class RankBatch:
+    """This rank's share of one global batch. `items` are dataset indices; `real` is False for the stand-in
+    item a rank scores with zero weight when the last global batch is smaller than the world (DDP needs every
+    rank to take each step). `global_size`: the images in the whole global batch."""
+
+    items: list[int]
+    real: bool
+    global_size: int
+
+
+def rank_batches(order: list[int], batch_size: int, rank: int = 0, world: int = 1) -> list[RankBatch]:
+    """Global batches of `batch_size` taken from `order` in turn (the last may be short); rank r gets the r-th
+    contiguous slice of batch_size / world items of each, so K processes see the sample order of one."""
+    if batch_size % world:
+        raise FcnDeployError(f"--batch-size {batch_size} does not divide among {world} processes")
+    per = batch_size // world
+    out = []
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        mine = batch[rank * per : (rank + 1) * per]
+        out.append(RankBatch(mine or batch[:1], bool(mine), len(batch)))
+    return out
+
+
+def sample_seed(seed: int, epoch: int, item: int) -> int:
+    """The seed of one item's random draws beyond augmentation (dropout masks), the same in any process."""
+    return int(np.random.SeedSequence([seed, epoch, item, 0xD]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def epoch_loader(
+    train_set: TrainSet, epoch: int, workers: int, pin_memory: bool, rank: int = 0, world: int = 1
+) -> tuple[DataLoader, list[RankBatch]]:
+    """This rank's batches of `epoch`, in the order an uninterrupted run draws them, and what each holds."""
     cfg = train_set.cfg
     train_set.epoch = epoch
-    shuffle = torch.Generator().manual_seed(cfg.seed * 100_019 + epoch)
-    return DataLoader(
+    batches = rank_batches(epoch_order(cfg.seed, epoch, len(train_set)), cfg.batch_size, rank, world)
+    loader = DataLoader(
         train_set,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=shuffle,
+        batch_sampler=[b.items for b in batches],
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin_memory,
     )
+    return loader, batches

@@ -9,7 +9,7 @@ from torch import nn
 
 from fcn_deploy.core.card import ModelCard, Normalization
 from fcn_deploy.core.model_config import ModelConfig
-from fcn_deploy.core.scoring import score
+from fcn_deploy.core.scoring import Score, score
 from fcn_deploy.training.backend import TorchBackend
 
 
@@ -25,6 +25,19 @@ def evaluate_model(
 
     With `size` the network sees each image resized to it; predictions are scored at the labels' own size.
     """
+    return score_model(model, dataset, norm, device, size, progress).metrics
+
+
+def score_model(
+    model: nn.Module,
+    dataset: Any,
+    norm: Normalization,
+    device: str | torch.device = "cpu",
+    size: tuple[int, int] | None = None,
+    progress: bool = False,
+    indices: Any = None,
+) -> Score:
+    """evaluate_model's Score (metrics and confusion matrix) of the items `indices` (default: all)."""
     # score() reads only the normalisation and the classes from the card: any module can be scored.
     card = ModelCard.from_config(
         ModelConfig(num_classes=dataset.num_classes), class_names=dataset.class_names, normalization=norm
@@ -33,6 +46,6 @@ def evaluate_model(
     model.eval()
     try:
         backend = TorchBackend(model, card, device)
-        return score(backend, dataset, size, progress="evaluate" if progress else None).metrics
+        return score(backend, dataset, size, indices=indices, progress="evaluate" if progress else None)
     finally:
         model.train(was_training)

@@ -65,6 +65,36 @@ def crop_like(x: torch.Tensor, ref: torch.Tensor, offset: int) -> torch.Tensor:
     return x[:, :, offset : offset + h, offset : offset + w]
 
 
+class SampleDropout(nn.Module):
+    """nn.Dropout whose masks can be drawn per sample from given seeds (set_seeds before a training forward), so a
+    sample's mask does not depend on which process or batch slot it lands in: K data-parallel processes then
+    train exactly like one. Without seeds it is nn.Dropout (torch's global RNG); in eval mode the identity."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = p
+        self.seeds: list[int] | None = None
+
+    def set_seeds(self, seeds: list[int] | None) -> None:
+        self.seeds = None if seeds is None else list(seeds)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.seeds is None:
+            return nn.functional.dropout(x, self.p, True)
+        if len(self.seeds) != x.shape[0]:
+            raise ValueError(f"{len(self.seeds)} dropout seeds for a batch of {x.shape[0]}")
+        keep = torch.empty_like(x, dtype=torch.bool)
+        for n, seed in enumerate(self.seeds):
+            g = torch.Generator(device=x.device).manual_seed(seed)
+            keep[n] = torch.rand(x.shape[1:], generator=g, device=x.device) >= self.p
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class FCN(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -86,8 +116,8 @@ class FCN(nn.Module):
         fc = c.channels(FC_CHANNELS)
         self.fc6 = nn.Conv2d(c.channels(512), fc, 7, padding=3 if same else 0)
         self.fc7 = nn.Conv2d(fc, fc, 1)
-        self.drop6 = nn.Dropout(0.5)
-        self.drop7 = nn.Dropout(0.5)
+        self.drop6 = SampleDropout(0.5)
+        self.drop7 = SampleDropout(0.5)
         self.relu = nn.ReLU(inplace=True)
         n = c.num_classes
         self.head = head_of(c.variant)
@@ -166,6 +196,11 @@ class FCN(nn.Module):
         else:
             fuse = up + crop_like(sp3, up, off["score_pool3"])
         return crop_like(self.upscore8(fuse), image, off["final"])
+
+    def set_dropout_seeds(self, seeds: list[int] | None) -> None:
+        """Per-sample seeds of the next training forward's dropout masks (None: torch's global RNG)."""
+        self.drop6.set_seeds(seeds)
+        self.drop7.set_seeds(seeds)
 
     @torch.no_grad()
     def fold_skip_scales(self) -> None:

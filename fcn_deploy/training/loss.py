@@ -21,9 +21,23 @@ def segmentation_loss(
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    ignore = NO_IGNORE if ignore_index is None else ignore_index
-    total = F.cross_entropy(logits.float(), target, ignore_index=ignore, reduction="sum")
+    total = summed_loss(logits, target, ignore_index)
     if reduction == "sum":
         return total / logits.shape[0]
-    valid = (target != ignore).sum().clamp(min=1)
-    return total / valid
+    ignore = NO_IGNORE if ignore_index is None else ignore_index
+    return total / (target != ignore).sum().clamp(min=1)
+
+
+def summed_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
+    """Cross-entropy summed over the valid pixels (the numerator of either reduction)."""
+    ignore = NO_IGNORE if ignore_index is None else ignore_index
+    return F.cross_entropy(logits.float(), target, ignore_index=ignore, reduction="sum")
+
+
+def loss_denominator(target: torch.Tensor, ignore_index: int | None, reduction: str) -> torch.Tensor:
+    """What the summed loss is divided by: the images (`sum`) or the valid pixels (`mean`) of `target`; summed
+    over the processes first, it gives a data-parallel step the loss of the whole global batch."""
+    if reduction == "sum":
+        return torch.tensor(float(target.shape[0]), dtype=torch.float64)
+    ignore = NO_IGNORE if ignore_index is None else ignore_index
+    return (target != ignore).sum().to(torch.float64).cpu()

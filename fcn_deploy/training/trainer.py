@@ -1,13 +1,19 @@
 """The training loop: model, loss, optimiser, schedule, validation and checkpoints each epoch, and exact --resume.
 
-Exact resume without pickling RNG objects: the data order and augmentation are seeded per (seed, epoch, item)
-(fcn_deploy.training.data) and torch's global RNG (dropout) at the start of each epoch, so continuing from
-`last.pt` (saved at the end of an epoch) replays exactly the epochs an uninterrupted run would have trained.
+Exact resume without pickling RNG objects: the data order, the augmentation and the dropout masks are seeded per
+(seed, epoch, item) (fcn_deploy.training.data), so continuing from `last.pt` (saved at the end of an epoch)
+replays exactly the epochs an uninterrupted run would have trained.
+
+Data-parallel (fcn_deploy.training.distributed): under torchrun each of K processes takes its slice of every
+global batch of the one-process order, its loss is its share of the global batch's loss (the denominator is
+summed over the processes), DistributedDataParallel averages the gradients, and validation scores disjoint
+shards whose confusion matrices are summed: K processes train and score like one. Rank 0 alone writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -15,18 +21,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fcn_deploy.core.card import ModelCard, Normalization
 from fcn_deploy.core.datasets import SegmentationDataset, build_dataset
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.metrics import metrics_from_matrix
 from fcn_deploy.training.checkpoint import load_checkpoint, save_checkpoint
 from fcn_deploy.training.config import TrainConfig
-from fcn_deploy.training.data import TrainSet, epoch_loader
-from fcn_deploy.training.device import apply_threads, resolve_device
-from fcn_deploy.training.evaluation import evaluate_model
+from fcn_deploy.training.data import TrainSet, epoch_loader, sample_seed
+from fcn_deploy.training.device import apply_threads
+from fcn_deploy.training.distributed import DEFAULT_TIMEOUT_S, Dist, cpu_threads, setup
+from fcn_deploy.training.evaluation import score_model
 from fcn_deploy.training.fcn import FCN, build_model
-from fcn_deploy.training.loss import segmentation_loss
+from fcn_deploy.training.launch import env_world
+from fcn_deploy.training.loss import loss_denominator, summed_loss
 from fcn_deploy.training.optim import build_optimizer, build_scheduler
 from fcn_deploy.training.run_dir import (
     BEST,
@@ -82,21 +92,60 @@ def train(
     max_minutes: float | None = None,
     progress: bool | None = None,
     echo: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    dist_backend: str = "auto",
+    dist_timeout: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Train, writing OUTPUT/last.pt every epoch, OUTPUT/best.pt on a better val mean IoU and OUTPUT/log.jsonl.
 
     With `resume`, `cfg` must be the stored one (see resume_config) and training continues after the last
-    completed epoch. Returns the summary (also the last log line's content).
+    completed epoch. Returns the summary (also the last log line's content). Under a launcher that sets
+    WORLD_SIZE > 1 (torchrun) this process is one rank of a data-parallel run and cfg.batch_size is the global
+    batch; only rank 0 prints and writes.
     """
     started = time.monotonic()
     out = Path(output)
-    if not resume:
-        refuse_existing_run(out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)
-    progress = sys.stderr.isatty() if progress is None else progress
-    apply_threads(threads)
-    dev = resolve_device(device)
+    world = env_world()[1]
+    if cfg.batch_size % world:
+        raise FcnDeployError(
+            f"--batch-size {cfg.batch_size} is the global batch and does not divide among {world} processes; "
+            f"pass a multiple of {world}"
+        )
+    dist, dev = setup(device, dist_backend, dist_timeout)
+    try:
+        return _train(cfg, out, resume, dist, dev, workers, threads, max_minutes, progress, echo, started)
+    finally:
+        dist.close()
+
+
+def _train(
+    cfg: TrainConfig,
+    out: Path,
+    resume: bool,
+    dist: Dist,
+    dev: torch.device,
+    workers: int,
+    threads: int | None,
+    max_minutes: float | None,
+    progress: bool | None,
+    echo: Callable[[str], None],
+    started: float,
+) -> dict[str, Any]:
+    if not dist.is_main:
+        echo = _silent
+    problem = None
+    if dist.is_main:
+        try:
+            if not resume:
+                refuse_existing_run(out)
+            out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(out)
+        except FcnDeployError as e:
+            problem = str(e)
+    problem = dist.broadcast(problem, "the start of the run")
+    if problem:
+        raise FcnDeployError(problem if dist.is_main else f"{dist.who}: rank 0 stopped the run: {problem}")
+    progress = (sys.stderr.isatty() if progress is None else progress) and dist.is_main
+    apply_threads(cpu_threads(dist, threads) if dev.type == "cpu" else threads)
     use_amp = cfg.amp and dev.type == "cuda"
 
     opts = dict(cfg.dataset_options)
@@ -105,6 +154,12 @@ def train(
     norm = Normalization.preset(cfg.normalization)
 
     ckpt = resume_config(out)[1] if resume else None
+    resumed_epoch = dist.broadcast(int(ckpt["epoch"]) if ckpt is not None else None, "resume")
+    if ckpt is not None and int(ckpt["epoch"]) != resumed_epoch:
+        raise FcnDeployError(
+            f"{dist.who}: {out / LAST} holds epoch {ckpt['epoch']} but rank 0's holds {resumed_epoch}; "
+            "--output must be one folder every node shares"
+        )
     torch.manual_seed(cfg.seed)  # the initial weights
     model = _build_model(
         cfg if ckpt is None else dataclasses.replace(cfg, backbone_weights=None, init_from=None),
@@ -112,10 +167,11 @@ def train(
     )
     card = build_card(cfg, model, train_ds, val_ds)
     model.to(dev)
+    net = _parallel(model, cfg, dist, dev, echo)
     optimizer = build_optimizer(
         cfg.optimizer, model, cfg.resolved_lr, cfg.resolved_weight_decay, cfg.momentum
     )
-    batches = math.ceil(len(train_ds) / cfg.batch_size)
+    batches = math.ceil(len(train_ds) / cfg.batch_size)  # global batches
     steps_per_epoch = math.ceil(batches / cfg.accumulate)
     scheduler = build_scheduler(optimizer, cfg.schedule, cfg.epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -138,39 +194,40 @@ def train(
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.monotonic()
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout
-        loader = epoch_loader(train_set, epoch, workers, pin_memory=dev.type == "cuda")
+        loader, shares = epoch_loader(
+            train_set, epoch, workers, dev.type == "cuda", dist.rank, dist.world_size
+        )
         model.train()
         optimizer.zero_grad(set_to_none=True)
         lr = optimizer.param_groups[0]["lr"]  # logged: the weights' learning rate at the epoch's first step
-        loss_sum, seen = 0.0, 0
+        step_losses: list[float] = []  # this rank's share of each global batch's loss
         bar = tqdm(
             loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr, disable=not progress
         )
-        for b, (x, y) in enumerate(bar, start=1):
+        for b, ((x, y), share) in enumerate(zip(bar, shares, strict=True), start=1):
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
-                loss = segmentation_loss(model(x), y, train_ds.ignore_index, cfg.loss_reduction)
-            if not torch.isfinite(loss):
-                raise FcnDeployError(
-                    f"loss became {loss.item()} at epoch {epoch}, batch {b}; lower --lr (now {cfg.resolved_lr:g}) "
-                    "or use --loss-reduction mean"
-                )
-            scaler.scale(loss / cfg.accumulate).backward()
-            if b % cfg.accumulate == 0 or b == batches:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-            loss_sum += loss.item() * x.shape[0]
-            seen += x.shape[0]
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            model.set_dropout_seeds([sample_seed(cfg.seed, epoch, i) for i in share.items])
+            loss = dist.call(
+                f"training step {b} of epoch {epoch}",
+                functools.partial(
+                    _step, net, x, y, share, b, batches, cfg, train_ds.ignore_index, dist, scaler, optimizer,
+                    scheduler, use_amp, dev, epoch,
+                ),
+            )  # fmt: skip
+            step_losses.append(loss)
+            bar.set_postfix(loss=f"{sum(step_losses) / len(step_losses) * dist.world_size:.4f}")
         bar.close()
+        model.set_dropout_seeds(None)
+        global_losses = dist.all_reduce_sum(
+            torch.tensor(step_losses, dtype=torch.float64), f"the losses of epoch {epoch}"
+        ).tolist()
+        sizes = [share.global_size for share in shares]
+        epoch_loss = sum(v * n for v, n in zip(global_losses, sizes, strict=True)) / max(sum(sizes), 1)
         train_seconds = time.monotonic() - t0
 
         val = None
         if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
-            val = evaluate_model(model, val_ds, norm, dev, cfg.resize, progress)
+            val = _validate(model, val_ds, norm, dev, cfg.resize, progress, dist)
         improved = val is not None and val["mean_iou"] > best_miou
         if improved:
             best_miou, best_epoch = val["mean_iou"], epoch
@@ -183,17 +240,19 @@ def train(
             "best_miou": best_miou,
             "best_epoch": best_epoch,
         }
-        if improved:
+        if improved and dist.is_main:
             best_card = card.replace(
                 provenance={**card.provenance, "epoch": epoch, "val_metrics": _brief(val)}
             )
             save_checkpoint(out / BEST, model, best_card, **state, val_metrics=val)
-        save_checkpoint(
-            out / LAST, model, card.replace(provenance={**card.provenance, "epoch": epoch}), **state
-        )
+        if dist.is_main:
+            save_checkpoint(
+                out / LAST, model, card.replace(provenance={**card.provenance, "epoch": epoch}), **state
+            )
         entry = {
             "epoch": epoch,
-            "loss": loss_sum / max(seen, 1),
+            "loss": epoch_loss,
+            "step_losses": global_losses,
             "lr": lr,
             "train_seconds": round(train_seconds, 3),
             "seconds": round(time.monotonic() - t0, 3),
@@ -201,13 +260,17 @@ def train(
             "best_mean_iou": best_miou if best_epoch else None,
             "best_epoch": best_epoch or None,
         }
+        if dist.world_size > 1:
+            entry["world_size"] = dist.world_size
         log.append(entry)
-        write_log(out / LOG, log)
+        if dist.is_main:
+            write_log(out / LOG, log)
         miou = f"  val mIoU {val['mean_iou']:.4f}" if val else ""
         echo(
             f"epoch {epoch}/{cfg.epochs}  loss {entry['loss']:.4f}  lr {entry['lr']:.3g}{miou}  {entry['seconds']:.1f}s"
         )
-        if max_minutes is not None and time.monotonic() - started > max_minutes * 60 and epoch < cfg.epochs:
+        out_of_time = max_minutes is not None and time.monotonic() - started > max_minutes * 60
+        if dist.broadcast(out_of_time, f"the end of epoch {epoch}") and epoch < cfg.epochs:
             stopped_early = True
             echo(
                 f"stopping after epoch {epoch}: --max-minutes {max_minutes:g} reached; continue with --resume"
@@ -223,7 +286,97 @@ def train(
         "best_checkpoint": str(out / BEST) if best_epoch else None,
         "seconds": round(time.monotonic() - started, 2),
         "stopped_early": stopped_early,
+        "world_size": dist.world_size,
     }
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def _parallel(model: FCN, cfg: TrainConfig, dist: Dist, dev: torch.device, echo: Callable[[str], None]) -> Any:
+    """The module the training steps call: `model` itself alone, DistributedDataParallel around it under a
+    launcher (checkpoints save `model`, so they never carry DDP's `module.` prefix)."""
+    if not dist.enabled:
+        return model
+    if cfg.batch_norm:
+        if dev.type == "cuda":
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # swaps the BN layers in place; same keys
+        else:
+            echo(
+                "note: --batch-norm on the CPU: PyTorch's SyncBatchNorm needs CUDA, so batch statistics stay "
+                f"per process ({cfg.batch_size // dist.world_size} images each, not the global batch)"
+            )
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [dev.index] if dev.type == "cuda" else None
+    return dist.call("wrapping the model", lambda: DistributedDataParallel(model, device_ids=ids))
+
+
+def _step(
+    net: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    share: Any,
+    b: int,
+    batches: int,
+    cfg: TrainConfig,
+    ignore_index: int | None,
+    dist: Dist,
+    scaler: Any,
+    optimizer: Any,
+    scheduler: Any,
+    use_amp: bool,
+    dev: torch.device,
+    epoch: int,
+) -> float:
+    """One global batch on this rank: its share of the batch's loss, backward (DDP averages the gradients over
+    the ranks, hence the world-size factor), and the optimiser step every `accumulate` batches."""
+    red = cfg.loss_reduction
+    if red == "sum":  # divided by the images of the global batch
+        denom = torch.tensor(float(share.global_size), dtype=torch.float64)
+    else:  # by its valid pixels, summed over the ranks
+        local = loss_denominator(y, ignore_index, red) if share.real else torch.zeros((), dtype=torch.float64)
+        denom = dist.all_reduce_sum(local.reshape(1), f"the pixel count of step {b}")[0]
+    with torch.autocast(device_type=dev.type, dtype=torch.float16, enabled=use_amp):
+        summed = summed_loss(net(x), y, ignore_index)
+    if not share.real:
+        summed = summed * 0.0  # a stand-in item: takes the step with DDP, adds nothing
+    loss = summed / denom.clamp(min=1).to(device=summed.device, dtype=summed.dtype)
+    if not torch.isfinite(loss):
+        raise FcnDeployError(
+            f"loss became {loss.item()} at epoch {epoch}, batch {b}; lower --lr (now {cfg.resolved_lr:g}) "
+            "or use --loss-reduction mean"
+        )
+    scaler.scale(loss * (dist.world_size / cfg.accumulate)).backward()
+    if b % cfg.accumulate == 0 or b == batches:
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+    return loss.item()
+
+
+def _validate(
+    model: FCN,
+    val_ds: SegmentationDataset,
+    norm: Normalization,
+    dev: torch.device,
+    size: tuple[int, int] | None,
+    progress: bool,
+    dist: Dist,
+) -> dict[str, Any]:
+    """Each rank scores a disjoint shard (every world_size-th image, no padding, no duplicate); the confusion
+    matrices are summed, so the metrics are exactly those of one process scoring every image."""
+    shard = range(dist.rank, len(val_ds), dist.world_size)
+    scored = score_model(model, val_ds, norm, dev, size, progress, indices=shard)
+    if not dist.enabled:
+        return scored.metrics
+    matrix = scored.matrix.matrix if scored.matrix is not None else np.zeros((val_ds.num_classes,) * 2, np.int64)
+    total = dist.all_reduce_sum(torch.from_numpy(matrix), "validation").numpy()
+    metrics = metrics_from_matrix(total, val_ds.class_names)
+    metrics["num_images"] = len(val_ds)
+    return metrics
 
 
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
