@@ -7,6 +7,7 @@ contract of TensorRT 10.3 and 11.4.1; they say nothing about TensorRT's speed or
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,104 @@ def test_foreign_plans_are_refused(monkeypatch, tmp_path):
         assert "rebuild" in logger.store.reason()
         with pytest.raises(Exception, match="rebuild"):  # our manifest check refuses first
             TrtBackend(tmp_path / "m.engine")
+
+
+# --- the commands, end to end --------------------------------------------------------------------------
+def _ort_labels(onnx_path, x):
+    from fcn_deploy.runtime.ort_backend import OrtBackend
+
+    ort = OrtBackend(onnx_path)
+    try:
+        return ort.run(x)["labels"]
+    finally:
+        ort.close()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_build_engine_and_run_each_precision(fcn8s, tmp_path, monkeypatch, version, precision):
+    from fcn_deploy.core.onnx_io import load_onnx
+    from fcn_deploy.engine.backend import TrtBackend
+    from fcn_deploy.engine.build import detect_precision
+
+    use_double(monkeypatch, version=version)
+    onnx_path, calib = fcn8s
+    engine = tmp_path / "m.engine"
+    args = [onnx_path, "-o", engine]
+    kept = tmp_path / f"m.{precision}.onnx"
+    if precision != "fp32":
+        args += [f"--{precision}", "--calib-data", calib, "--num-images", 4, "--keep-onnx", kept]
+    r = build(args)
+    assert f"{precision}, TensorRT {version}" in r.output
+    manifest = json.loads((tmp_path / "m.engine.json").read_text())
+    assert manifest["precision"] == precision and manifest["tensorrt_version"] == version
+    graph = kept if precision != "fp32" else onnx_path
+    assert detect_precision(load_onnx(graph)) == precision
+    backend = TrtBackend(engine, onnx_path=graph)  # the manifest names the ONNX the plan was built from
+    try:
+        for hw in ((32, 32), (64, 48)):
+            x = batch(*hw)
+            out = backend.run(x)
+            assert out["labels"].shape == (1, *hw)
+            np.testing.assert_array_equal(out["labels"], _ort_labels(graph, x))  # the graph TensorRT was given
+        assert backend.last_device_ms is not None and backend.last_device_ms >= 0
+        layers = backend.layer_times(x, 2)
+        assert layers and all(layer["ms"] >= 0 for layer in layers)
+    finally:
+        backend.close()
+
+
+def test_cuda_graph_capture_and_recapture_on_a_shape_change(fcn8s, tmp_path, monkeypatch):
+    from fcn_deploy.engine.backend import TrtBackend
+
+    use_double(monkeypatch)
+    onnx_path, _ = fcn8s
+    build([onnx_path, "-o", tmp_path / "m.engine"])
+    backend = TrtBackend(tmp_path / "m.engine", cuda_graph=True)
+    try:
+        graphs = []
+        for hw in ((32, 32), (32, 32), (32, 32), (48, 64), (48, 64), (32, 32)):
+            x = batch(*hw, seed=len(graphs))
+            out = backend.run(x)
+            np.testing.assert_array_equal(out["labels"], _ort_labels(onnx_path, x))
+            graphs.append(backend._graph)
+        assert graphs[0] is not None and graphs[1] is graphs[0] is graphs[2]  # captured once, replayed
+        assert graphs[3] is not None and graphs[3] is not graphs[0]  # re-captured for the new shape
+        assert graphs[5] is not graphs[3]
+    finally:
+        backend.close()
+
+
+def test_infer_a_short_video_with_the_tensorrt_backend(fcn8s, tmp_path, monkeypatch):
+    import cv2
+    from test_runtime_helpers import write_video
+
+    use_double(monkeypatch)
+    onnx_path, _ = fcn8s
+    engine = tmp_path / "m.engine"
+    build([onnx_path, "-o", engine])
+    video = tmp_path / "clip.avi"
+    write_video(video, 6, size=(32, 48))
+    out = tmp_path / "out.avi"
+    r = CliRunner().invoke(main, ["infer", str(engine), "--backend", "tensorrt", "--source", str(video),
+                                  "--output", str(out), "--headless", "--stats"], catch_exceptions=False)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    cap = cv2.VideoCapture(str(out))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 6
+
+
+def test_profile_an_engine(fcn8s, tmp_path, monkeypatch):
+    use_double(monkeypatch)
+    onnx_path, _ = fcn8s
+    engine = tmp_path / "m.engine"
+    build([onnx_path, "-o", engine])
+    out = tmp_path / "p.json"
+    r = CliRunner().invoke(main, ["profile", str(engine), "--shape", "32x32", "--iterations", "5", "--warmup-s", "0",
+                                  "--per-layer", "--json", str(out)], catch_exceptions=False)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    text = json.dumps(doc)
+    assert "tensorrt" in text and "10.3.0" in text
