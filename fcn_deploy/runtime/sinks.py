@@ -90,8 +90,44 @@ class VideoSink(Sink):
             with contextlib.suppress(FileNotFoundError):
                 self.tmp.unlink()
             return
+        problem = self._check_written()
+        if problem:
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp.unlink()
+            raise FcnDeployError(
+                f"{self.path}: the video could not be completed ({problem}); nothing was written there; "
+                "check free disk space and that the folder is writable"
+            )
         publish(self.tmp, self.path)
         log.info("wrote %s (%d frames)", self.path, self.frames)
+
+    def _check_written(self) -> str | None:
+        """OpenCV's VideoWriter reports no write errors (a full disk gives a file without index): read the temp
+        file back and require every frame written. Returns what is wrong, or None."""
+        try:
+            size = self.tmp.stat().st_size
+        except OSError as e:
+            return f"temp file {self.tmp.name}: {e.strerror}"
+        if size == 0:
+            return f"OpenCV wrote 0 bytes for {self.frames} frames"
+        cv2 = import_cv2()
+        cap = cv2.VideoCapture(str(self.tmp))
+        try:
+            if not cap.isOpened():
+                return f"{size} bytes written but the file does not open as video (unfinalised)"
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            if n < self.frames:
+                return f"OpenCV wrote {max(n, 0)} of {self.frames} frames"
+            ok, _ = cap.read()
+            if not ok:
+                return "the file holds no readable frame"
+            cap.set(cv2.CAP_PROP_POS_FRAMES, self.frames - 1)  # a truncated file has the count but not the frame
+            ok, _ = cap.read()
+            if not ok:
+                return f"frame {self.frames} of {self.frames} cannot be read back (truncated)"
+        finally:
+            cap.release()
+        return None
 
 
 class ImageFolderSink(Sink):
