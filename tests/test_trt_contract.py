@@ -279,3 +279,31 @@ def test_profile_an_engine(fcn8s, tmp_path, monkeypatch):
     doc = json.loads(out.read_text())
     text = json.dumps(doc)
     assert "tensorrt" in text and "10.3.0" in text
+
+
+@pytest.mark.slow
+def test_report_tensorrt_rows_score_exactly_like_onnxruntime_on_the_same_graphs(tmp_path, monkeypatch):
+    from test_report import SIZE, SYNTHETIC, fast, tiny_checkpoint
+
+    from fcn_deploy.core.datasets import build_dataset
+    from fcn_deploy.core.scoring import score
+    from fcn_deploy.report.run import build_report
+    from fcn_deploy.runtime.ort_backend import OrtBackend
+
+    use_double(monkeypatch)
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
+    cfg = fast(output=tmp_path / "out", dataset="synthetic", checkpoint=ckpt, backends=("onnxruntime", "tensorrt"),
+               precisions=("fp32", "fp16", "int8"))  # fmt: skip
+    result = build_report(cfg, echo=lambda s: None)
+    rows = {(r["backend"], r["precision"]): r for r in result.rows}
+    for precision in ("fp32", "fp16", "int8"):
+        assert rows[("tensorrt", precision)]["status"] == "ok", rows[("tensorrt", precision)]
+    for precision in ("fp32", "fp16"):  # one graph for both backends
+        for key in ("mean_iou", "pixel_accuracy"):
+            assert rows[("tensorrt", precision)][key] == rows[("onnxruntime", precision)][key]
+    # INT8: TensorRT gets the Q/DQ graph of --target tensorrt; it scores like that graph on ONNX Runtime
+    ds = build_dataset("synthetic", None, "val", **SYNTHETIC)
+    with OrtBackend(result.output / "models" / "model.int8-trt.onnx") as backend:
+        expected = score(backend, ds, SIZE).metrics
+    assert rows[("tensorrt", "int8")]["mean_iou"] == expected["mean_iou"]
+    assert (result.output / "models" / "model.int8.engine.json").is_file()
