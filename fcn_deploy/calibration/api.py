@@ -52,6 +52,10 @@ class QuantizeConfig:
     latency_runs: int = 5
     latency_shape: tuple[int, int] | None = None  # default: the first held-out image at the first calib shape
     fp16_max_activation: float = fp16.DATA_MAX
+    auto: bool = False  # INT8: measured per-group sensitivity and an automatic FP32-group plan (calibration.plan)
+    max_drop: float = 0.3  # --auto budget, points of `metric` on images held out from the ranges
+    metric: str | None = None  # --auto: miou | agreement (default miou when the images have masks)
+    plan_images: int = 32  # --auto: calibration images held out from range fitting to judge the plan
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,12 @@ def _check_config(cfg: QuantizeConfig) -> None:
         )
     if len(sources) > 1:
         raise FcnDeployError("give one calibration source: --calib-data, --calib-dataset or --calib-video")
+    if cfg.auto and cfg.precision != "int8":
+        raise FcnDeployError("--auto plans INT8 only; use it with --int8")
+    if cfg.auto and cfg.max_drop < 0:
+        raise FcnDeployError(f"--max-drop {cfg.max_drop}: must be 0 or more points")
+    if cfg.auto and cfg.plan_images < 1:
+        raise FcnDeployError(f"--plan-images {cfg.plan_images}: must be at least 1")
 
 
 def _card_and_norm(model: Any, cfg: QuantizeConfig) -> tuple[ModelCard | None, Normalization]:
@@ -159,6 +169,11 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
             log.warning("%s: too few layers to keep the first conv and the output head in FP32; quantizing all",
                         cfg.model)
     calib_images, held_out = _select_images(cfg)
+    plan_images = None
+    if cfg.auto:
+        from fcn_deploy.calibration.sensitivity import split_for_plan
+
+        calib_images, plan_images = split_for_plan(calib_images, cfg.plan_images)
     if not len(held_out):
         log.warning("no held-out images left; the summary compares on the calibration images themselves")
         held_out = calib_images
@@ -200,10 +215,18 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
             tensor_ranges = cached
 
         if cfg.precision == "int8":
+            details = {"target": cfg.target, "method": cfg.method, "tool": _ort_tool(),
+                       "weight_bits": 8 if cfg.target == "tensorrt" else 7, "auto": cfg.auto}
+            if plan_images is not None:
+                from fcn_deploy.calibration.plan import search
+
+                plan_card = card or _stand_in_card(model, norm, input_name, plan_images)
+                auto = search(cfg.model, prepared, tensor_ranges, cfg.target, exclude_nodes, plan_images, shapes[0],
+                              plan_card, cfg.max_drop, cfg.metric, say=log.info)  # fmt: skip
+                exclude_nodes = sorted(set(exclude_nodes) | set(auto.kept_nodes))
+                details["auto_plan"] = auto.to_dict()
             lowered = int8.quantize_qdq(prepared, tensor_ranges, cfg.target, exclude_nodes)
             kept = exclude_nodes
-            details = {"target": cfg.target, "method": cfg.method, "tool": _ort_tool(),
-                       "weight_bits": 8 if cfg.target == "tensorrt" else 7}
         else:
             keep = fp16.block_list(prepared, tensor_ranges, cfg.fp16_max_activation, exclude_nodes)
 

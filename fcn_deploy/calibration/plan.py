@@ -1,0 +1,146 @@
+"""The automatic INT8 precision plan (`quantize --int8 --auto`): which fused groups stay in FP32.
+
+1. Score full INT8 (the default lowering: the float ends and any --exclude already in FP32) on the plan images.
+2. Measure every other group's sensitivity (calibration.sensitivity: alone-quantized and all-but views) and the
+   share of FP32 CPU time its nodes take (ONNX Runtime's profiler).
+3. Greedy: keep groups in FP32 in order of sensitivity per unit of latency, sensitivity / (0.05 + time share), so
+   of two groups that help alike the cheaper one goes first, re-measuring the whole model after each, until its
+   drop is within the budget. Then drop again every kept group the budget does not need (latest first).
+4. No plan within budget (at least one Conv must stay INT8) -> a one-line FcnDeployError.
+The kept groups become extra `exclude_nodes` of the ordinary lowering; the plan is recorded in the provenance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fcn_deploy.calibration.images import ImageSet
+from fcn_deploy.calibration.ranges import TensorRange
+from fcn_deploy.calibration.sensitivity import (
+    METRICS,
+    Evaluator,
+    Measurement,
+    PlanImages,
+    Sensitivity,
+    groups,
+    measure_all,
+    node_costs,
+)
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+COST_FLOOR = 0.05  # latency share added to every group's before dividing: sensitivity still leads
+NOISE = 1e-6  # drops at or below this (points) count as no effect
+
+
+@dataclass
+class Plan:
+    metric: str
+    max_drop: float
+    images: int
+    source: str
+    miou_fp32: float | None
+    full_int8: Measurement
+    sensitivities: list[Sensitivity]
+    kept: list[str] = field(default_factory=list)  # group names kept in FP32, in the order chosen
+    kept_nodes: list[str] = field(default_factory=list)
+    final: Measurement | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        ranked = sorted(self.sensitivities, key=lambda s: -s.score)
+        return {
+            "metric": self.metric, "max_drop": self.max_drop, "plan_images": self.images, "plan_source": self.source,
+            "miou_fp32": self.miou_fp32, "full_int8": self.full_int8.to_dict(),
+            "final": self.final.to_dict() if self.final else None,
+            "kept_groups": list(self.kept), "kept_nodes": list(self.kept_nodes),
+            "kept_latency_share": sum(s.cost_share for s in self.sensitivities if s.group.name in self.kept),
+            "steps": self.steps, "evaluations": self.evaluations,
+            "sensitivity": [s.to_dict() for s in ranked],
+        }  # fmt: skip
+
+
+def priority(s: Sensitivity) -> float:
+    return s.score / (COST_FLOOR + s.cost_share)
+
+
+def search(
+    fp32: Any,
+    prepared: Any,
+    ranges: dict[str, TensorRange],
+    target: str,
+    base_exclude: Sequence[str],
+    images: ImageSet,
+    size: tuple[int, int] | None,
+    card: ModelCard,
+    max_drop: float,
+    metric: str | None = None,
+    say: Callable[[str], None] = log.info,
+) -> Plan:
+    """The plan for `prepared` (the calibrated FP32 graph quantize lowers); `fp32` is the FP32 model (path/bytes)."""
+    if max_drop < 0:
+        raise FcnDeployError(f"--max-drop {max_drop}: must be 0 or more (points of {metric or 'the metric'})")
+    plan_images = PlanImages(images)
+    metric = metric or ("miou" if plan_images.has_masks else "agreement")
+    if metric not in METRICS:
+        raise FcnDeployError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+    ev = Evaluator(fp32, prepared, ranges, target, plan_images, size, card, metric)
+    base = sorted(set(base_exclude))
+    full = ev.measure(base)
+    say(f"  auto plan on {len(plan_images)} held-out calibration images ({metric}): full INT8 drops "
+        f"{full.drop:.2f} points, budget {max_drop:g}")
+    candidates = [g for g in groups(prepared) if g.name not in set(base)]
+    costs = node_costs(prepared, preprocess(plan_images[0][0], card.normalization, size), card.input_name)
+    sens = measure_all(ev, candidates, base, full, costs, say)
+    plan = Plan(metric, max_drop, len(plan_images), plan_images.source, ev.miou_fp32, full, sens)
+    plan.steps.append({"kept": [], "drop": full.drop, "agreement": full.agreement, "miou": full.miou})
+
+    convs = {g.name for g in candidates if g.op_type in ("Conv", "ConvTranspose")}
+    order = sorted((s for s in sens if s.score > NOISE), key=lambda s: -priority(s))
+    current = full
+    kept: list[Sensitivity] = []
+    for s in order:
+        if current.drop <= max_drop:
+            break
+        if s.group.op_type in ("Conv", "ConvTranspose") and convs <= {k.group.name for k in kept} | {s.group.name}:
+            continue  # at least one Conv/ConvTranspose must stay INT8, else this is no INT8 model
+        kept.append(s)
+        current = ev.measure(_exclude(base, kept))
+        plan.steps.append({"kept": [k.group.name for k in kept], "drop": current.drop,
+                           "agreement": current.agreement, "miou": current.miou})  # fmt: skip
+        say(f"  plan step {len(kept)}: + {s.group.name} in FP32 -> drop {current.drop:.2f} points")
+    if current.drop > max_drop:
+        raise FcnDeployError(
+            f"--auto: no INT8 plan meets --max-drop {max_drop:g} ({metric}) on {len(plan_images)} held-out "
+            f"calibration images: full INT8 drops {full.drop:.2f} points and keeping {len(kept)} of "
+            f"{len(candidates)} groups in FP32 still {current.drop:.2f}; raise --max-drop, use --fp16, or "
+            "quantize without --auto"
+        )
+    for s in reversed(list(kept)):  # prune: a group the budget does not need goes back to INT8
+        if len(kept) < 2:
+            break
+        trial = [k for k in kept if k is not s]
+        m = ev.measure(_exclude(base, trial))
+        if m.drop <= max_drop:
+            kept, current = trial, m
+            plan.steps.append({"kept": [k.group.name for k in kept], "drop": m.drop, "agreement": m.agreement,
+                               "miou": m.miou, "pruned": s.group.name})  # fmt: skip
+            say(f"  plan prune: {s.group.name} back to INT8 -> drop {m.drop:.2f} points")
+    plan.kept = [k.group.name for k in kept]
+    plan.kept_nodes = sorted({n for k in kept for n in k.group.nodes})
+    plan.final = current
+    plan.evaluations = ev.evaluations
+    say(f"  auto plan: {len(kept)} group(s) in FP32 ({', '.join(plan.kept) or 'none'}), drop {current.drop:.2f} "
+        f"points on the plan images ({ev.evaluations} lowered models scored)")
+    return plan
+
+
+def _exclude(base: Sequence[str], kept: Sequence[Sensitivity]) -> list[str]:
+    return sorted(set(base) | {n for k in kept for n in k.group.nodes})

@@ -1,0 +1,217 @@
+"""Measured per-layer INT8 sensitivity: how much the task metric drops when one fused group of layers is the only
+one quantized, and when it is the only one left in FP32 (AIMET QuantAnalyzer's two views).
+
+A group is an anchor (Conv, ConvTranspose or Add: what both INT8 targets quantize and TensorRT fuses) plus the
+nodes that follow it on its data path up to the next anchor (its ReLU, pooling, crop): keeping a group in FP32
+means putting all of its node names in the lowering's `exclude_nodes`, the same mechanism as `--exclude`.
+Every measurement lowers the calibrated graph with int8.quantize_qdq, opens it from bytes as an OrtBackend and
+scores it with the one core.scoring.score on images held out from range collection (taken from the calibration
+source: never the images the user evaluates on). Drops are in points: mean IoU x 100, or (1 - pixel agreement
+with FP32) x 100 for `agreement`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcn_deploy.calibration import int8
+from fcn_deploy.calibration.images import ImageSet
+from fcn_deploy.calibration.ranges import TensorRange
+from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.metrics import pixel_agreement
+from fcn_deploy.core.scoring import score
+from fcn_deploy.runtime.ort_backend import OrtBackend
+
+log = logging.getLogger(__name__)
+
+METRICS = ("miou", "agreement")
+ANCHORS = ("Conv", "ConvTranspose", "Add")
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str  # the anchor node's name
+    op_type: str
+    nodes: tuple[str, ...]  # anchor first, then the nodes after it up to the next anchor
+
+
+def groups(model: Any) -> list[Group]:
+    """Partition the graph's named nodes into fused groups, in graph order (see the module docstring)."""
+    producer = {out: n for n in model.graph.node for out in n.output}
+    owner: dict[str, str] = {}
+    members: dict[str, list[str]] = {}
+    order: list[tuple[str, str]] = []
+    for node in model.graph.node:  # topologically sorted (onnx.checker and quant_pre_process keep it so)
+        if not node.name:
+            continue
+        if node.op_type in ANCHORS:
+            owner[node.name] = node.name
+            members[node.name] = [node.name]
+            order.append((node.name, node.op_type))
+            continue
+        src = producer.get(node.input[0]) if node.input else None
+        anchor = owner.get(src.name) if src is not None else None
+        if anchor is not None:
+            owner[node.name] = anchor
+            members[anchor].append(node.name)
+    return [Group(name, op, tuple(members[name])) for name, op in order]
+
+
+class PlanImages:
+    """Held-out calibration images in memory (a few dozen), in the LabelledImages shape score() reads."""
+
+    def __init__(self, images: ImageSet) -> None:
+        self.items = [(s.image, s.labels) for s in images]
+        if not self.items:
+            raise FcnDeployError(f"{images.source}: no readable images left to measure INT8 sensitivity on")
+        self.has_masks = images.has_masks and all(lab is not None for _, lab in self.items)
+        self.num_classes = images.num_classes if self.has_masks else None
+        self.ignore_index = images.ignore_index
+        self.class_names = [str(c) for c in range(self.num_classes or 0)]
+        self.source = images.source
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.items[i]
+
+
+def split_for_plan(images: ImageSet, wanted: int) -> tuple[ImageSet, ImageSet]:
+    """(images for the activation ranges, images held out to measure sensitivity and check the plan): the last
+    min(wanted, half) of the calibration selection are held out, so no range was fitted on what judges it."""
+    n = len(images)
+    k = min(wanted, n // 2)
+    if k < 1:
+        raise FcnDeployError(
+            f"{images.source}: --auto needs at least 2 calibration images (some fit the ranges, the rest judge "
+            f"the plan); only {n} found; raise --num-images or add images"
+        )
+
+    def sliced(start: int, stop: int | None) -> Callable[[], Any]:
+        return lambda: itertools.islice(iter(images), start, stop)
+
+    ranges_set = ImageSet(images.source, images.ids[: n - k], f"{images.fingerprint}:ranges:{n - k}",
+                          images.skipped, images.num_classes, images.ignore_index, _read=sliced(0, n - k))
+    plan_set = ImageSet(f"{images.source} (held out from ranges)", images.ids[n - k:], "", 0, images.num_classes,
+                        images.ignore_index, _read=sliced(n - k, None))
+    return ranges_set, plan_set
+
+
+@dataclass
+class Measurement:
+    drop: float  # points of the chosen metric
+    miou: float | None
+    agreement: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"drop": self.drop, "miou": self.miou, "agreement": self.agreement}
+
+
+class Evaluator:
+    """Scores lowered variants of one calibrated graph against the FP32 model on the plan images."""
+
+    def __init__(self, fp32: str | Path | bytes, prepared: Any, ranges: dict[str, TensorRange], target: str,
+                 images: PlanImages, size: tuple[int, int] | None, card: ModelCard, metric: str) -> None:  # fmt: skip
+        if metric not in METRICS:
+            raise FcnDeployError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
+        if metric == "miou" and not images.has_masks:
+            raise FcnDeployError(f"{images.source}: --metric miou needs images with masks; use --metric agreement "
+                                 "or calibrate on a dataset with labels (--calib-dataset)")  # fmt: skip
+        self.prepared, self.ranges, self.target = prepared, ranges, target
+        self.images, self.size, self.card, self.metric = images, size, card, metric
+        self.evaluations = 0
+        with OrtBackend(fp32, card=card) as ref:
+            s = score(ref, images, size, keep_predictions=True)
+        self.reference = s.predictions
+        self.miou_fp32 = s.metrics.get("mean_iou")
+
+    def lower(self, exclude_nodes: Sequence[str]) -> Any:
+        import onnx
+
+        model = onnx.ModelProto()
+        model.CopyFrom(self.prepared)  # quantize_qdq rewrites the graph it is given
+        return int8.quantize_qdq(model, self.ranges, self.target, sorted(set(exclude_nodes)))
+
+    def measure(self, exclude_nodes: Sequence[str]) -> Measurement:
+        data = self.lower(exclude_nodes).SerializeToString()
+        with OrtBackend(data, card=self.card) as low:
+            s = score(low, self.images, self.size, keep_predictions=True)
+        self.evaluations += 1
+        pixels = sum(a.size for a in self.reference)
+        agree = sum(pixel_agreement(a, b) * a.size for a, b in zip(self.reference, s.predictions, strict=True))
+        agreement = agree / pixels
+        miou = s.metrics.get("mean_iou")
+        if self.metric == "miou":
+            drop = 100.0 * (self.miou_fp32 - miou)
+        else:
+            drop = 100.0 * (1.0 - agreement)
+        return Measurement(float(drop), None if miou is None else float(miou), float(agreement))
+
+
+def node_costs(prepared: Any, feed: np.ndarray, input_name: str, runs: int = 3) -> dict[str, float]:
+    """Microseconds per node of the FP32 graph from ONNX Runtime's profiler (graph optimisations off, so every
+    node keeps its name), averaged over `runs` after one warm-up."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="fcn-profile.") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "prof")
+        session = ort.InferenceSession(prepared.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        for _ in range(runs + 1):
+            session.run(None, {input_name: feed})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    totals: dict[str, float] = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+            node = name.removesuffix("_kernel_time")
+            totals[node] = totals.get(node, 0.0) + float(e.get("dur", 0))
+    return {k: v / (runs + 1) for k, v in totals.items()}
+
+
+@dataclass
+class Sensitivity:
+    group: Group
+    only: Measurement  # this group alone quantized
+    all_but: Measurement  # everything quantizable quantized except this group
+    cost_share: float  # share of FP32 CPU time spent in this group's nodes
+    gain: float = 0.0  # full-INT8 drop minus all_but drop: what keeping this group in FP32 recovers
+    score: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
+        self.score = max(self.only.drop, self.gain)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": self.group.name, "op_type": self.group.op_type, "nodes": list(self.group.nodes),
+                "only_quantized": self.only.to_dict(), "all_but_quantized": self.all_but.to_dict(),
+                "gain_in_fp32": self.gain, "sensitivity": self.score, "latency_share": self.cost_share}  # fmt: skip
+
+
+def measure_all(ev: Evaluator, candidates: Sequence[Group], base_exclude: Sequence[str], full: Measurement,
+                costs: dict[str, float], say: Callable[[str], None] = log.info) -> list[Sensitivity]:  # fmt: skip
+    """Both views for every candidate group (2 lowerings + 2 scorings each), with progress through `say`."""
+    every = {n.name for n in ev.prepared.graph.node if n.name}
+    total = sum(costs.values()) or 1.0
+    out = []
+    for k, g in enumerate(candidates, 1):
+        only = ev.measure(sorted(every - set(g.nodes)))
+        all_but = ev.measure([*base_exclude, *g.nodes])
+        share = sum(costs.get(n, 0.0) for n in g.nodes) / total
+        s = Sensitivity(g, only, all_but, share, gain=full.drop - all_but.drop)
+        say(f"  sensitivity {k}/{len(candidates)} {g.name} ({g.op_type}): alone {only.drop:+.2f}, "
+            f"all but it {all_but.drop:+.2f} points ({ev.metric}); {100 * share:.1f}% of FP32 time")
+        out.append(s)
+    return out
