@@ -86,7 +86,7 @@ def test_missing_tensorrt_is_exit_3_with_the_fix():
 
 
 def test_message_store_reason_prefers_errors():
-    store = MessageStore()
+    store = MessageStore(verbose=True)
     assert "no error" in store.reason()
     store.add("INFO", "tactics")
     store.add("WARNING", "weights  truncated")
@@ -98,3 +98,19 @@ def test_message_store_reason_prefers_errors():
         "expecting library version 10.3.0.30 got 10.13.3.9"
     )
     assert len(store.records) == 4
+
+
+def test_message_store_filters_by_severity_and_caps_what_it_keeps():
+    """A Python ILogger gets every VERBOSE tactic line of a build: keep WARNING+ unless -v, and a bounded count."""
+    quiet = MessageStore(verbose=False)
+    for i in range(5000):
+        quiet.add("VERBOSE", f"tactic {i}")
+        quiet.add("INFO", "timing")
+    quiet.add("ERROR", "out of memory")
+    assert [r.severity for r in quiet.records] == ["ERROR"] and quiet.dropped == 10000
+    loud = MessageStore(verbose=True, max_records=100)
+    for i in range(5000):
+        loud.add("VERBOSE", f"tactic {i}")
+    loud.add("ERROR", "out of memory")
+    assert len(loud.records) == 100 and loud.records[-1].message == "out of memory"
+    assert loud.reason() == "out of memory"

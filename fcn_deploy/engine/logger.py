@@ -1,15 +1,23 @@
-"""A TensorRT logger that keeps every message: TensorRT reports why a build or deserialize failed only here."""
+"""A TensorRT logger that keeps what explains a failure: TensorRT reports why a build or deserialize failed only here.
+
+A Python `trt.ILogger` subclass receives every message, VERBOSE included (only `trt.Logger` filters by
+min_severity), and a build logs one line per tactic: the store keeps WARNING and worse unless debug logging is on
+(`fcn-deploy -v`), and at most MAX_RECORDS records (the newest), so a build cannot fill an 8 GB Orin's memory.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+from collections import deque
 from dataclasses import dataclass
 
 _log = logging.getLogger("fcn_deploy.tensorrt")
 
 SEVERITY_NAMES = ("INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE")
+KEPT_BY_DEFAULT = ("INTERNAL_ERROR", "ERROR", "WARNING")
+MAX_RECORDS = 2000
 _PY_LEVEL = {
     "INTERNAL_ERROR": logging.CRITICAL,
     "ERROR": logging.ERROR,
@@ -28,10 +36,17 @@ class LogRecord:
 class MessageStore:
     """The part that does not need TensorRT: collect records, forward to `logging`, summarise errors."""
 
-    def __init__(self) -> None:
-        self.records: list[LogRecord] = []
+    def __init__(self, verbose: bool | None = None, max_records: int = MAX_RECORDS) -> None:
+        self.verbose = _log.isEnabledFor(logging.DEBUG) if verbose is None else verbose
+        self.records: deque[LogRecord] = deque(maxlen=max_records)
+        self.dropped = 0  # filtered out or pushed out by the cap
 
     def add(self, severity: str, message: str) -> None:
+        if not self.verbose and severity not in KEPT_BY_DEFAULT:
+            self.dropped += 1
+            return
+        if len(self.records) == self.records.maxlen:
+            self.dropped += 1
         self.records.append(LogRecord(severity, message))
         _log.log(_PY_LEVEL.get(severity, logging.INFO), "[TensorRT] %s: %s", severity, message)
 
@@ -49,8 +64,8 @@ class MessageStore:
         self.records.clear()
 
 
-def capturing_logger():
-    """A trt.ILogger subclass instance whose `.store` keeps every message TensorRT sends.
+def capturing_logger(verbose: bool | None = None):
+    """A trt.ILogger subclass instance whose `.store` keeps TensorRT's messages (filtered and capped: see above).
 
     `log()` never raises: TensorRT calls it from C++ as noexcept, so an exception there would abort the process.
     Ctrl-C arriving inside the callback becomes SIGTERM (Polygraphy's approach) instead of an exception.
@@ -60,7 +75,7 @@ def capturing_logger():
     class CapturingLogger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
-            self.store = MessageStore()
+            self.store = MessageStore(verbose)
 
         def log(self, severity, msg) -> None:
             try:
