@@ -25,6 +25,8 @@ COMMANDS = {
     "infer": "fcn_deploy.cli.infer:command",
     "profile": "fcn_deploy.cli.profile:command",
     "report": "fcn_deploy.cli.report:command",
+    "package": "fcn_deploy.cli.package:command",
+    "serve": "fcn_deploy.cli.serve:command",
     "demo": "fcn_deploy.cli.demo:command",
 }
 
