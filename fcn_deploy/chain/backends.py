@@ -59,6 +59,12 @@ def open_backend(
     precision None/"fp32": compute as the graph says; "bf16": OpenVINO on a CPU with AVX512-BF16 or AMX
     (`auto` picks OpenVINO for it).
     """
+    if isinstance(model_path, str) and model_path.startswith(("triton://", "triton+http://", "triton+grpc://")):
+        if backend not in ("auto", "triton") or precision not in (None, "fp32"):
+            raise FcnDeployError(f"{model_path}: a Triton server model takes --backend auto and FP32 only")
+        from fcn_deploy.serving.client import TritonBackend  # the server decides the device
+
+        return TritonBackend(model_path)
     path = Path(model_path)
     if not path.is_file():
         raise FcnDeployError(f"{path}: no such model file (no such file or directory); check the path")
