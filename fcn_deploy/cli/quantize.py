@@ -11,6 +11,8 @@ from fcn_deploy.calibration.api import QuantizeConfig, default_output
 from fcn_deploy.calibration.int8 import TARGETS
 from fcn_deploy.calibration.ranges import METHODS
 
+METRICS = ("miou", "agreement")  # fcn_deploy.calibration.sensitivity.METRICS (not imported: --help stays light)
+
 DEFAULTS = QuantizeConfig(model=Path("MODEL.onnx"), precision="int8")  # the library's defaults, shown in --help
 
 
@@ -51,9 +53,17 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
 @click.option("--eval-images", type=int, default=DEFAULTS.eval_images, show_default=True, help="Held-out images for the summary.")
 @click.option("--fp16-max-activation", type=float, default=DEFAULTS.fp16_max_activation, show_default=True,
               help="FP16: nodes whose activations exceed this on calibration images stay FP32.")
+@click.option("--auto", is_flag=True, help="INT8: measure each layer group's sensitivity and keep the fewest, "
+              "cheapest groups in FP32 until the drop is within --max-drop.")
+@click.option("--max-drop", type=float, default=DEFAULTS.max_drop, show_default=True,
+              help="--auto budget in points (mean IoU x100, or 100 - pixel agreement %).")
+@click.option("--metric", type=click.Choice(METRICS), help="--auto metric (default: miou with masks, else agreement).")
+@click.option("--plan-images", type=int, default=DEFAULTS.plan_images, show_default=True,
+              help="--auto: calibration images held out from the ranges to judge the plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def command(model, precision, calib_data, calib_dataset, data_root, calib_video, num_images, method, calib_shapes,
-            target, exclude, cache, output, mean, std, seed, eval_images, fp16_max_activation, as_json) -> None:
+            target, exclude, cache, output, mean, std, seed, eval_images, fp16_max_activation, auto, max_drop, metric,
+            plan_images, as_json) -> None:
     """Lower MODEL.onnx to INT8 or FP16, calibrated on real images, and write a JSON summary beside it."""
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.core.shapes import parse_hw_list
@@ -73,6 +83,7 @@ def command(model, precision, calib_data, calib_dataset, data_root, calib_video,
         calib_data=calib_data, calib_dataset=calib_dataset, data_root=data_root, calib_video=calib_video,
         num_images=num_images, method=method, exclude=tuple(exclude), cache=cache, mean=_triple(mean, "--mean"),
         std=_triple(std, "--std"), seed=seed, eval_images=eval_images, fp16_max_activation=fp16_max_activation,
+        **(dict(auto=True, max_drop=max_drop, metric=metric, plan_images=plan_images) if auto else {}),
         calib_shapes=tuple(parse_hw_list(calib_shapes, "--calib-shapes")) if calib_shapes else None,
     )  # fmt: skip
     # A command that names its output lowers again (reuse=False): it prints the summary of this calibration.
@@ -88,6 +99,11 @@ def command(model, precision, calib_data, calib_dataset, data_root, calib_video,
     click.echo(f"  calibration  {s['num_images']} images from {s['calibration_source']}"
                + (f" ({s['skipped_images']} corrupt skipped)" if s["skipped_images"] else "")
                + (" [cache hit]" if result.cache_hit else ""))
+    plan = s.get("auto_plan")
+    if plan:
+        click.echo(f"  auto plan    {len(plan['kept_groups'])} group(s) in FP32 ({', '.join(plan['kept_groups']) or 'none'}): "
+                   f"{plan['metric']} drop {plan['full_int8']['drop']:.2f} -> {plan['final']['drop']:.2f} points "
+                   f"(budget {plan['max_drop']:g}) on {plan['plan_images']} held-out calibration images")
     if s.get("kept_fp32_nodes"):
         click.echo(f"  kept FP32    {', '.join(s['kept_fp32_nodes'])}")
     if "pixel_agreement" in s:

@@ -1,0 +1,173 @@
+"""`quantize --int8 --auto`: measured per-group sensitivity and the automatic FP32-group plan, on a tiny FCN-shaped
+ONNX whose `score` layer is made fragile on purpose (its input carries one channel ~1000x the others, so a
+per-tensor INT8 scale on that input wipes out the channels that decide the labels)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from fcn_deploy.calibration.api import QuantizeConfig, quantize
+from fcn_deploy.calibration.sensitivity import groups
+from fcn_deploy.core.card import ModelCard, OutputSpec
+from fcn_deploy.core.errors import FcnDeployError
+
+
+def fragile_fcn(path: Path, num_classes: int = 4, fragile: bool = True, seed: int = 0) -> Path:
+    """conv-relu, pool, conv-relu, 1x1 score, ConvTranspose upsampling, skip score, Add, ArgMax."""
+    rng = np.random.default_rng(seed)
+
+    def arr(*shape, scale=0.3):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    c = num_classes
+    b2 = arr(8, scale=0.1)
+    sw = arr(c, 8, 1, 1, scale=0.5)
+    if fragile:
+        b2[0] = 2000.0  # a huge-range channel entering `score`...
+        sw[:, 0] = 1e-5  # ...that carries almost nothing: the other 7 channels decide the labels
+    inits = {
+        "c1.w": arr(8, 3, 3, 3), "c1.b": arr(8, scale=0.1), "c2.w": arr(8, 8, 3, 3), "c2.b": b2,
+        "s.w": sw, "s.b": arr(c, scale=0.01), "skip.w": arr(c, 8, 1, 1, scale=0.05), "skip.b": arr(c, scale=0.01),
+        "up.w": arr(c, c, 4, 4, scale=0.2),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["image", "c1.w", "c1.b"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "c2.w", "c2.b"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r2", "s.w", "s.b"], ["score"], name="score"),
+        helper.make_node("ConvTranspose", ["score", "up.w"], ["up"], name="upscore", strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["r1", "skip.w", "skip.b"], ["skip"], name="score_skip"),
+        helper.make_node("Add", ["up", "skip"], ["fuse"], name="fuse"),
+        helper.make_node("Conv", ["fuse", "h.w", "h.b"], ["head"], name="head"),
+        helper.make_node("ArgMax", ["head"], ["labels"], name="argmax", axis=1, keepdims=0),
+    ]  # fmt: skip
+    inits["h.w"] = np.eye(c, dtype=np.float32)[:, :, None, None]
+    inits["h.b"] = np.zeros(c, np.float32)
+    graph = helper.make_graph(
+        nodes, "fragile_fcn",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("labels", TensorProto.INT64, ["N", "H", "W"])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    ModelCard.default("fcn8s", num_classes, outputs=(OutputSpec("labels", "labels"),),
+                      min_shape=(16, 16), opt_shape=(32, 32), max_shape=(64, 64)).attach(model)  # fmt: skip
+    onnx.save(model, str(path))
+    return path
+
+
+def write_images(folder: Path, n: int, size=(32, 32), seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray((rng.random((*size, 3)) * 255).astype(np.uint8)).save(folder / f"img{i:03d}.png")
+    return folder
+
+
+@pytest.fixture
+def setup(tmp_path):
+    return fragile_fcn(tmp_path / "m.onnx"), write_images(tmp_path / "calib", 12)
+
+
+def auto_cfg(model, calib, **kw) -> QuantizeConfig:
+    kw.setdefault("precision", "int8")
+    kw.setdefault("method", "minmax")
+    kw.setdefault("latency_runs", 1)
+    kw.setdefault("num_images", 8)
+    kw.setdefault("plan_images", 4)
+    return QuantizeConfig(model=model, calib_data=calib, auto=True, **kw)
+
+
+def test_groups_fuse_relu_and_pool_with_their_conv(setup):
+    model = onnx.load(str(setup[0]))
+    by_name = {g.name: g for g in groups(model)}
+    assert by_name["conv1"].nodes == ("conv1", "relu1", "pool1")
+    assert by_name["conv2"].nodes == ("conv2", "relu2")
+    assert by_name["fuse"].op_type == "Add" and by_name["upscore"].op_type == "ConvTranspose"
+    assert "argmax" in by_name["head"].nodes  # the output head walks back to its last conv
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
+def test_fragile_layer_ranks_first_is_kept_fp32_and_the_plan_meets_the_budget(setup, target):
+    model, calib = setup
+    plain = quantize(QuantizeConfig(model=model, calib_data=calib, precision="int8", method="minmax",
+                                    target=target, num_images=8, latency_runs=1, output=model.with_name("p.onnx")))
+    result = quantize(auto_cfg(model, calib, target=target, metric="agreement", max_drop=1.0))
+    s = result.summary
+    plan = s["auto_plan"]
+    ranked = plan["sensitivity"]
+    assert ranked[0]["group"] == "score", [(r["group"], r["sensitivity"]) for r in ranked]
+    assert plan["full_int8"]["drop"] > 1.0  # plain INT8 breaks this model ...
+    # ... the plan fixes it, fragile group first (ORT's flavour also quantizes conv2's output, the same tensor)
+    assert plan["kept_groups"][0] == "score" and plan["final"]["drop"] <= 1.0
+    assert plan["steps"][0]["kept"] == [] and plan["steps"][-1]["drop"] == plan["final"]["drop"]
+    assert {"score"} <= set(s["kept_fp32_nodes"])
+    # The plan's lowering is the ordinary one with more exclusions: held-out agreement beats plain INT8's.
+    assert s["pixel_agreement"] > plain.summary["pixel_agreement"]
+    assert s["pixel_agreement"] >= 0.98
+    # Recorded in the lowered model's provenance (the card) and in the summary JSON beside it.
+    card = ModelCard.from_onnx(onnx.load(str(result.output)), str(result.output))
+    lowering = card.provenance["lowering"]
+    assert lowering["auto"] is True and lowering["auto_plan"]["kept_groups"] == plan["kept_groups"]
+    assert set(lowering["auto_plan"]["kept_nodes"]) <= set(lowering["kept_fp32_nodes"])
+    assert json.loads(result.summary_path.read_text())["auto_plan"]["kept_groups"] == plan["kept_groups"]
+
+
+def test_no_plan_within_budget_is_refused_in_one_line_and_writes_nothing(setup):
+    model, calib = setup
+    out = model.with_name("never.onnx")
+    with pytest.raises(FcnDeployError) as e:
+        quantize(auto_cfg(model, calib, metric="agreement", max_drop=0.0, output=out,
+                          target="onnxruntime"))  # fmt: skip
+    msg = str(e.value)
+    assert "\n" not in msg and "no INT8 plan meets --max-drop 0" in msg and "--fp16" in msg
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_sound_model_keeps_nothing_and_bad_options_are_refused(tmp_path):
+    model = fragile_fcn(tmp_path / "ok.onnx", fragile=False)
+    calib = write_images(tmp_path / "c", 12)
+    s = quantize(auto_cfg(model, calib, metric="agreement", max_drop=50.0)).summary
+    assert s["auto_plan"]["kept_groups"] == [] and s["auto_plan"]["steps"][0]["kept"] == []
+    with pytest.raises(FcnDeployError, match="needs images with masks"):
+        quantize(auto_cfg(model, calib, metric="miou"))
+    with pytest.raises(FcnDeployError, match="--auto plans INT8 only"):
+        quantize(auto_cfg(model, calib, precision="fp16"))
+    with pytest.raises(FcnDeployError, match="--max-drop -1"):
+        quantize(auto_cfg(model, calib, max_drop=-1.0))
+
+
+def test_miou_metric_on_a_labelled_dataset_and_the_cli(tmp_path):
+    from fcn_deploy.cli import main
+
+    model = fragile_fcn(tmp_path / "m.onnx")
+    out = tmp_path / "auto.onnx"
+    r = CliRunner().invoke(main, ["quantize", str(model), "--int8", "--auto", "--max-drop", "5", "--metric", "miou",
+                                  "--calib-dataset", "synthetic:train", "--num-images", "8", "--plan-images", "4",
+                                  "--calib-shapes", "32x32", "--method", "minmax", "--eval-images", "4",
+                                  "-o", str(out), "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output.strip().splitlines()[-1])
+    plan = s["auto_plan"]
+    assert plan["metric"] == "miou" and plan["plan_source"].startswith("synthetic:train")
+    assert plan["final"]["drop"] <= 5.0 and plan["miou_fp32"] is not None
+    assert s["eval_source"] == "synthetic:val"  # judged apart from the images the plan was searched on
+
+
+def test_cli_metric_choices_are_the_library_ones():
+    from fcn_deploy.calibration.sensitivity import METRICS
+    from fcn_deploy.cli import quantize as cli
+
+    assert cli.METRICS == METRICS
