@@ -93,31 +93,47 @@ def group_diagonal_deconvs(model: Any) -> list[str]:
     """Rewrite ConvTranspose layers whose weight is diagonal across classes (the fixed bilinear upsampling,
     dense [C, C, k, k] as in Caffe) into the identical grouped form ([C, 1, k, k], group=C): C times fewer
     multiply-adds. Done for the ONNX Runtime target only (grouped quantized ConvTranspose is a TensorRT trouble
-    spot before 10.9). Returns the rewritten node names."""
+    spot before 10.9). Returns the rewritten node names.
+
+    The grouped weight is a new initializer: onnxslim shares one initializer between identical upsamplings
+    (FCN-8s' upscore2 and upscore_pool4), and rewriting it in place turned the second layer, left at group=1,
+    into a 1-channel output that broadcast over the classes in the following Add (wrong scores, and ONNX
+    Runtime's MergeShapeInfo / buffer re-use warnings on every run)."""
     import numpy as np
     from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
+    grouped: dict[str, str] = {}  # dense weight name -> its grouped copy
     done = []
     for node in model.graph.node:
         if node.op_type != "ConvTranspose" or len(node.input) < 2 or node.input[1] not in inits:
             continue
         if any(a.name == "group" and a.i != 1 for a in node.attribute):
             continue
-        w = numpy_helper.to_array(inits[node.input[1]])
-        c = w.shape[0]
-        if w.ndim != 4 or w.shape[1] != c or c < 2:
-            continue
-        diag = w[np.arange(c), np.arange(c)]
-        off = w.copy()
-        off[np.arange(c), np.arange(c)] = 0
-        if np.any(off):
-            continue
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(diag[:, None]), node.input[1]))
+        name = node.input[1]
+        if name not in grouped:
+            w = numpy_helper.to_array(inits[name])
+            c = w.shape[0]
+            if w.ndim != 4 or w.shape[1] != c or c < 2:
+                continue
+            off = w.copy()
+            off[np.arange(c), np.arange(c)] = 0
+            if np.any(off):
+                continue
+            diag = np.ascontiguousarray(w[np.arange(c), np.arange(c)][:, None])
+            new_name = f"{name}_grouped"
+            model.graph.initializer.append(numpy_helper.from_array(diag, new_name))
+            grouped[name] = new_name
+        c = numpy_helper.to_array(inits[name]).shape[0]
+        node.input[1] = grouped[name]
         kept = [a for a in node.attribute if a.name != "group"]
         del node.attribute[:]
         node.attribute.extend([*kept, helper.make_attribute("group", c)])
         done.append(node.name)
+    used = {i for n in model.graph.node for i in n.input}
+    for name in grouped:  # a dense weight nothing reads any more
+        if name not in used:
+            model.graph.initializer.remove(inits[name])
     return done
 
 
