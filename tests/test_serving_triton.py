@@ -1,0 +1,148 @@
+"""A real tritonserver (the one nvidia-pytriton bundles) serving an `fcn-deploy package --backend python`
+repository on this CPU: class maps over HTTP and gRPC pixel-identical to local ONNX Runtime, pictures through the
+ensemble, `infer triton://`, a server killed mid-run, and no orphaned server."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("tritonclient.http", reason="tritonclient not installed: pip install '.[serve]'")
+pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (grpcio) not installed: pip install '.[serve]'")
+
+from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError  # noqa: E402
+from fcn_deploy.core.images import read_image  # noqa: E402
+from fcn_deploy.core.preprocess import preprocess  # noqa: E402
+from fcn_deploy.runtime.ort_backend import OrtBackend  # noqa: E402
+from fcn_deploy.serving.client import TritonBackend  # noqa: E402
+from fcn_deploy.serving.repository import TritonOptions, package_triton  # noqa: E402
+from fcn_deploy.serving.server import TritonServer, find_server  # noqa: E402
+from test_serving import tiny_onnx  # noqa: E402
+
+pytestmark = pytest.mark.triton
+
+try:
+    find_server()
+except MissingDependencyError as e:
+    pytest.skip(str(e), allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("triton")
+    model = tiny_onnx(tmp / "tiny.onnx", probs=True)
+    repo = package_triton([model], tmp / "repo", TritonOptions(backend="python", max_batch_size=4,
+                                                               serve_sizes=((48, 64),)))  # fmt: skip
+    server = TritonServer(repo, log_file=tmp / "server.log")
+    with server:
+        local = OrtBackend(model)
+        yield server, local, model, tmp
+    assert server.process.returncode is not None  # reaped: no orphaned tritonserver
+    with pytest.raises(ProcessLookupError):
+        os.kill(server.process.pid, 0)
+
+
+@pytest.mark.parametrize("scheme, port", [("triton", "http_port"), ("triton+grpc", "grpc_port")])
+def test_class_maps_equal_local_onnxruntime(served, scheme, port) -> None:
+    server, local, _, _ = served
+    rng = np.random.default_rng(0)
+    with TritonBackend(f"{scheme}://127.0.0.1:{getattr(server, port)}/tiny", timeout=20) as remote:
+        assert remote.card == local.card and remote.output_kinds == ("probs",)
+        for n, h, w in [(1, 48, 64), (3, 33, 47), (1, 17, 90), (6, 24, 32)]:  # 6 > max_batch_size 4: split
+            x = rng.normal(size=(n, 3, h, w)).astype(np.float32)
+            got, want = remote.run(x), local.run(x)
+            assert got["labels"].shape == (n, h, w)
+            np.testing.assert_array_equal(got["labels"], want["labels"])
+            np.testing.assert_array_equal(got["probs"], want["probs"])
+            assert len(np.unique(want["labels"])) > 1  # a class map worth comparing
+
+
+def test_pictures_through_the_ensemble(served) -> None:
+    import tritonclient.http as th
+
+    server, local, _, _ = served
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (2, 40, 56, 3), dtype=np.uint8)
+
+    def want(images):
+        return local.run(np.concatenate([preprocess(i, local.card.normalization) for i in images]))["labels"]
+
+    client = th.InferenceServerClient(server.http_url)
+    try:
+        def ask(array):
+            inp = th.InferInput("IMAGE", list(array.shape), "UINT8")
+            inp.set_data_from_numpy(array)
+            return client.infer("tiny_ensemble", [inp]).as_numpy("labels")
+
+        np.testing.assert_array_equal(ask(frames), want(frames))
+        for fmt in ("PNG", "JPEG"):
+            buf = io.BytesIO()
+            Image.fromarray(frames[0]).save(buf, fmt)
+            data = np.frombuffer(buf.getvalue(), np.uint8)
+            decoded = read_image(io.BytesIO(buf.getvalue()))  # the one decoder, as the server's
+            np.testing.assert_array_equal(ask(data[None, None, None]), want(decoded[None]))
+        from tritonclient.utils import InferenceServerException
+
+        with pytest.raises(InferenceServerException, match="IMAGE|cannot"):
+            ask(np.frombuffer(b"not an image at all", np.uint8)[None, None, None])
+    finally:
+        client.close()
+
+
+def test_infer_cli_against_the_server_equals_local(served, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from fcn_deploy.cli import main
+
+    server, _, model, _ = served
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    for i, (h, w) in enumerate([(48, 64), (40, 56)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    runner = CliRunner()
+    outs = {}
+    for tag, target in (("local", str(model)), ("triton", f"triton://{server.http_url}/tiny")):
+        r = runner.invoke(main, ["infer", target, "--source", str(images), "--native", "--headless",
+                                 "--save-labels", str(tmp_path / tag)])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        outs[tag] = sorted((tmp_path / tag).iterdir())
+    assert [p.name for p in outs["local"]] == [p.name for p in outs["triton"]] and len(outs["local"]) == 2
+    for a, b in zip(outs["local"], outs["triton"], strict=True):
+        np.testing.assert_array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+def test_server_killed_mid_run_fails_each_request_clearly(served, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from fcn_deploy.cli import main
+
+    _, _, _, tmp = served
+    server = TritonServer(tmp / "repo", log_file=tmp_path / "doomed.log")
+    with server:
+        remote = TritonBackend(f"triton://{server.http_url}/tiny", timeout=5, retries=1, backoff=0.1)
+        x = np.zeros((1, 3, 32, 32), np.float32)
+        assert remote.run(x)["labels"].shape == (1, 32, 32)
+        server.kill()
+        for _ in range(2):  # one clear error per request, never a hang
+            with pytest.raises(FcnDeployError, match=r"no answer from the Triton server after 2 tries"):
+                remote.run(x)
+        remote.close()
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+        r = CliRunner().invoke(main, ["infer", f"triton://{server.http_url}/tiny", "--source",
+                                      str(tmp_path / "a.png"), "--headless"])  # fmt: skip
+        assert r.exit_code != 0 and "no answer from the Triton server" in r.output and "Traceback" not in r.output
+    assert server.process.returncode is not None
+
+
+def test_bad_urls_are_one_line_errors() -> None:
+    from fcn_deploy.chain.backends import open_backend
+
+    with pytest.raises(FcnDeployError, match="triton://HOST:PORT/MODEL"):
+        open_backend("triton://127.0.0.1:8000/")
+    with pytest.raises(FcnDeployError, match="FP32 only"):
+        open_backend("triton://127.0.0.1:8000/m", precision="bf16")
