@@ -14,6 +14,8 @@ from PIL import Image
 pytest.importorskip("tritonclient.http", reason="tritonclient not installed: pip install '.[serve]'")
 pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (grpcio) not installed: pip install '.[serve]'")
 
+from test_serving import tiny_onnx  # noqa: E402
+
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError  # noqa: E402
 from fcn_deploy.core.images import read_image  # noqa: E402
 from fcn_deploy.core.preprocess import preprocess  # noqa: E402
@@ -21,7 +23,6 @@ from fcn_deploy.runtime.ort_backend import OrtBackend  # noqa: E402
 from fcn_deploy.serving.client import TritonBackend  # noqa: E402
 from fcn_deploy.serving.repository import TritonOptions, package_triton  # noqa: E402
 from fcn_deploy.serving.server import TritonServer, find_server  # noqa: E402
-from test_serving import tiny_onnx  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
