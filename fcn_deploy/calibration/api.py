@@ -22,6 +22,7 @@ from fcn_deploy.calibration.summary import compare
 from fcn_deploy.core.atomic import sha256_file, write_bytes, write_text
 from fcn_deploy.core.card import METADATA_KEY, ModelCard, Normalization, OutputSpec
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.onnx_io import stamp_weights
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
             "kept_fp32_nodes": list(kept),
         }
         _attach(lowered, card, provenance)
+        stamp_weights(lowered)  # the integrity record, checked by load_onnx
         data = lowered.SerializeToString()
         summary = compare(
             cfg.model, data, held_out, shapes[0], None if card else _stand_in_card(model, norm, input_name, held_out),

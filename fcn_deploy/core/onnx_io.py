@@ -15,6 +15,8 @@ def load_onnx(path: str | Path, full_check: bool = False) -> Any:
     import onnx
 
     p = Path(path)
+    if p.is_dir():
+        raise FcnDeployError(f"{p}: is a directory, not an ONNX file; give the .onnx file inside it")
     if not p.is_file():
         raise FcnDeployError(f"{p}: no such ONNX file; check the path")
     size = p.stat().st_size
@@ -28,4 +30,47 @@ def load_onnx(path: str | Path, full_check: bool = False) -> Any:
     except Exception as e:  # protobuf DecodeError, ValidationError, ...: all mean a bad file
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise FcnDeployError(f"{p}: not a valid ONNX model ({msg}); re-export it") from None
+    check_weights(model, str(p))
     return model
+
+
+WEIGHTS_KEY = "fcn_deploy.weights_sha256"  # metadata_props entry beside the model card: the integrity record
+
+
+def weights_sha256(model: Any) -> str:
+    """sha256 over the main graph's initializers (sorted by name) and Constant node values: the model's weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for init in sorted(model.graph.initializer, key=lambda t: t.name):
+        h.update(init.name.encode() + b"\0")
+        h.update(init.SerializeToString(deterministic=True))
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                h.update(node.name.encode() + b"\0" + attr.SerializeToString(deterministic=True))
+    return h.hexdigest()
+
+
+def stamp_weights(model: Any) -> str:
+    """Record the weights' sha256 in the model's metadata (replacing an older record), just before saving it."""
+    digest = weights_sha256(model)
+    props = [p for p in model.metadata_props if p.key != WEIGHTS_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = WEIGHTS_KEY, digest
+    return digest
+
+
+def check_weights(model: Any, source: str) -> None:
+    """Compare the weights with the integrity record, where the file has one (older files have none: unchecked)."""
+    recorded = next((p.value for p in model.metadata_props if p.key == WEIGHTS_KEY), None)
+    if recorded is None:
+        return
+    actual = weights_sha256(model)
+    if actual != recorded:
+        raise FcnDeployError(
+            f"{source}: the weights do not match the file's integrity record (sha256 {actual[:12]}... recorded "
+            f"{recorded[:12]}...): the file is damaged or was edited; re-export or re-copy it"
+        )

@@ -28,6 +28,7 @@ from fcn_deploy.core.atomic import atomic_write, sha256_file
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.model_config import ModelConfig
+from fcn_deploy.core.onnx_io import stamp_weights
 from fcn_deploy.core.shapes import DEFAULT_SHAPES, ShapeRange, format_hw
 from fcn_deploy.export import validate
 from fcn_deploy.export.heads import ExportHead, output_axes, output_specs
@@ -206,6 +207,7 @@ def export_onnx(model: FCN, card: ModelCard, output: str | Path, options: Export
         },
     )
     card.attach(onnx_model)
+    stamp_weights(onnx_model)  # the integrity record, checked by load_onnx
     onnx_model.producer_name, onnx_model.producer_version = "fcn-deploy", __version__
     onnx_model.doc_string = f"{card.variant} FCN ({card.num_classes} classes), exported by fcn-deploy {__version__}"
     data = onnx_model.SerializeToString()
