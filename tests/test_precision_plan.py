@@ -171,3 +171,39 @@ def test_cli_metric_choices_are_the_library_ones():
     from fcn_deploy.cli import quantize as cli
 
     assert cli.METRICS == METRICS
+
+
+def test_build_engine_int8_auto_lowers_with_the_plan_and_the_chain_reuses_it(setup, tmp_path):
+    """build-engine --int8 --auto: the same plan (kept with --keep-onnx, also where TensorRT is missing, exit 3);
+    LoweredOnnx reuses that file only for the same budget, and the rebuild command repeats --auto."""
+    import importlib.util
+
+    from fcn_deploy.chain.engine import rebuild_command
+    from fcn_deploy.chain.lowered import LoweredOnnx
+    from fcn_deploy.cli import main
+    from fcn_deploy.engine.build import BuildOptions
+    from fcn_deploy.engine.profile_shapes import Profile
+
+    model, calib = setup
+    kept = tmp_path / "kept.int8.onnx"
+    opts = ["--calib-data", calib, "--num-images", 8, "--method", "minmax", "--auto", "--max-drop", 1.0,
+            "--metric", "agreement", "--plan-images", 4]  # fmt: skip
+    r = CliRunner().invoke(main, ["build-engine", str(model), "--int8", *map(str, opts), "--keep-onnx", str(kept),
+                                  "--output", str(tmp_path / "m.engine")])  # fmt: skip
+    if importlib.util.find_spec("tensorrt") is None:
+        assert r.exit_code == 3, r.output
+    assert kept.is_file(), r.output
+    lowering = ModelCard.from_onnx(onnx.load(str(kept)), str(kept)).provenance["lowering"]
+    assert lowering["target"] == "tensorrt" and lowering["auto_plan"]["kept_groups"][0] == "score"
+
+    calibration = dict(calib_data=calib, num_images=8, method="minmax", auto=True, max_drop=1.0, metric="agreement",
+                       plan_images=4)  # fmt: skip
+    step = LoweredOnnx(model, "int8", kept, calibration=calibration, say=lambda s: None)
+    assert step.mismatch(kept, model) is None
+    assert "max_drop" in LoweredOnnx(model, "int8", kept, calibration={**calibration, "max_drop": 0.5}).mismatch(kept, model)
+    plain = {k: v for k, v in calibration.items() if k not in ("auto", "max_drop", "metric", "plan_images")}
+    assert "auto" in LoweredOnnx(model, "int8", kept, calibration=plain).mismatch(kept, model)
+    assert step().reused
+    options = BuildOptions(Profile("image", (1, 1, 1), (16, 16), (32, 32), (64, 64)))
+    command = rebuild_command(model, tmp_path / "m.engine", options, step)
+    assert " --auto " in command and "--max-drop=1.0" in command and "--metric=agreement" in command

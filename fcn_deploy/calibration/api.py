@@ -225,7 +225,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
                 auto = search(cfg.model, prepared, tensor_ranges, cfg.target, exclude_nodes, plan_images, shapes[0],
                               plan_card, cfg.max_drop, cfg.metric, say=log.info)  # fmt: skip
                 exclude_nodes = sorted(set(exclude_nodes) | set(auto.kept_nodes))
-                details["auto_plan"] = auto.to_dict()
+                details["auto_plan"] = {**auto.to_dict(), "plan_images_asked": cfg.plan_images}
             lowered = int8.quantize_qdq(prepared, tensor_ranges, cfg.target, exclude_nodes)
             kept = exclude_nodes
         else:
@@ -244,7 +244,9 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
             **details,
             "parent_onnx_sha256": key.onnx_sha256,
             "calibration_source": calib_images.source,
-            "num_images": len(calib_images),
+            # --auto: the selection's total; `range_images` of them fit the ranges, the rest judged the plan
+            "num_images": len(calib_images) + (len(plan_images) if plan_images is not None else 0),
+            **({"range_images": len(calib_images)} if plan_images is not None else {}),
             "skipped_images": calib_images.skipped,
             "shapes": [list(s) if s else None for s in shapes],
             "cache_key": key.digest(),

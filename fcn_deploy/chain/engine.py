@@ -93,6 +93,9 @@ def rebuild_command(source: Path, output: Path, options: BuildOptions, lowering:
         key = {"cache": "calib_cache"}.get(key, key)  # build-engine's name for quantize's --cache
         if key == "calib_shapes":
             value = ",".join(format_hw(s) for s in value)
+        if value is True:  # a flag (--auto)
+            args.append(f"--{key.replace('_', '-')}")
+            continue
         for item in value if isinstance(value, (tuple, list)) else (value,):
             args.append(f"--{key.replace('_', '-')}={item}")
     return shlex.join([*args, "--output", str(output)])

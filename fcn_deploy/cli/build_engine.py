@@ -60,6 +60,10 @@ LOWERING_HELP = "As in `fcn-deploy quantize`; used when --int8/--fp16 lowers an 
 @click.option("--calib-shapes", help=LOWERING_HELP + " HxW[,HxW...]")
 @click.option("--exclude", multiple=True, help=LOWERING_HELP)
 @click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help=LOWERING_HELP)
+@click.option("--auto", is_flag=True, default=None, help=LOWERING_HELP + " (--int8: the measured FP32-group plan)")
+@click.option("--max-drop", type=float, help=LOWERING_HELP + " (--auto budget, points)")
+@click.option("--metric", type=click.Choice(("miou", "agreement")), help=LOWERING_HELP + " (--auto metric)")
+@click.option("--plan-images", type=click.IntRange(min=1), help=LOWERING_HELP + " (--auto)")
 def command(
     model,
     fp16,
