@@ -132,20 +132,17 @@ def test_options_reach_the_config():
     assert ("set_flag", ("VERSION_COMPATIBLE",), {}) in calls
 
 
-def test_dla_with_a_dynamic_profile_warns():
-    warnings: list[str] = []
-    config, profile = Recorder(), Recorder()
-    builder = SimpleNamespace(
-        create_builder_config=lambda: config, create_optimization_profile=lambda: profile, num_DLA_cores=2
-    )
-    config_from_options(
-        fake_trt(), builder, BuildOptions(PROFILE, dla_core=0), TrtVersion.parse("10.3.0"), (8, 7), warnings
-    )
-    assert any("DLA runs fixed shapes" in w for w in warnings)
+def test_dla_with_a_dynamic_profile_is_refused():
+    """DLA layers take fixed shapes: a dynamic profile would silently put every layer on the GPU (defect 5)."""
+    with pytest.raises(FcnDeployError, match=r"fixed shapes only.*--min-shape 360x480 --opt-shape 360x480"):
+        build_config(BuildOptions(PROFILE, dla_core=0))
+
+
+FIXED = Profile("image", (1, 1, 1), (360, 480), (360, 480), (360, 480))
 
 
 def test_dla_with_gpu_fallback_on_orin_10_3():
-    calls, _ = build_config(BuildOptions(PROFILE, dla_core=1))
+    calls, _ = build_config(BuildOptions(FIXED, dla_core=1))
     assert ("set", "default_device_type", "DLA") in calls
     assert ("set", "DLA_core", 1) in calls
     assert ("set_flag", ("GPU_FALLBACK",), {}) in calls
@@ -176,8 +173,7 @@ FORBIDDEN = {
     "set_dynamic_range",
     "OBEY_PRECISION_CONSTRAINTS",
     "set_calibration_profile",
-    # security defaults (reliability.md part c)
-    "engine_host_code_allowed",
+    # security defaults (reliability.md part c); engine_host_code_allowed: see the test below
     "plugins_to_serialize",
 }
 
@@ -186,6 +182,26 @@ FORBIDDEN = {
 def test_no_removed_or_unsafe_tensorrt_api(path):
     used = {n.attr for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Attribute)}
     assert not used & FORBIDDEN
+
+
+def test_host_code_is_allowed_only_for_a_checked_version_compatible_plan():
+    """One assignment in the whole engine package, in the backend, guarded by the checked manifest's flag."""
+    found = []
+    for path in TRT_SOURCES:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If):
+                for child in node.body:
+                    for target in getattr(child, "targets", []):
+                        if getattr(target, "attr", "") == "engine_host_code_allowed":
+                            found.append((path.name, ast.unparse(node.test), ast.unparse(child.value)))
+        assigned = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "engine_host_code_allowed"
+                    and isinstance(n.ctx, ast.Store)]  # fmt: skip
+        assert len(assigned) == (1 if path.name == "backend.py" else 0), path
+    assert len(found) == 1
+    name, test, value = found[0]
+    assert name == "backend.py" and "checked is not None" in test and "version_compatible" in test
+    assert value == "True"
 
 
 @pytest.mark.parametrize("path", TRT_SOURCES, ids=lambda p: p.name)

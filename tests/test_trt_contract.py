@@ -307,3 +307,100 @@ def test_report_tensorrt_rows_score_exactly_like_onnxruntime_on_the_same_graphs(
         expected = score(backend, ds, SIZE).metrics
     assert rows[("tensorrt", "int8")]["mean_iou"] == expected["mean_iou"]
     assert (result.output / "models" / "model.int8.engine.json").is_file()
+
+
+# --- the numbered defects of issue 12, each against the double -----------------------------------------
+def test_version_compatible_plans_load_after_the_manifest_check(tmp_path, monkeypatch):
+    """Defect 3: a --version-compatible plan embeds host code; the runtime must allow it (after the manifest
+    check), on the TensorRT that built it and on an 11.x runtime; a --trust load never allows host code."""
+    from test_engine_cli import tiny_fcn_onnx
+
+    from fcn_deploy.engine.backend import EngineLoadError, TrtBackend
+
+    use_double(monkeypatch, version="10.3.0")
+    onnx_path = tiny_fcn_onnx(tmp_path / "m.onnx")
+    engine = tmp_path / "m.engine"
+    build([onnx_path, "-o", engine, "--version-compatible"])
+    for version in ("10.3.0", "11.4.1"):
+        use_double(monkeypatch, version=version)
+        backend = TrtBackend(engine)
+        try:
+            x = batch(48, 64)
+            np.testing.assert_array_equal(backend.run(x)["labels"], _ort_labels(onnx_path, x))
+            assert backend._runtime.engine_host_code_allowed
+        finally:
+            backend.close()
+    use_double(monkeypatch, version="10.3.0")
+    with pytest.raises(EngineLoadError, match="host code"):
+        TrtBackend(engine, trust=True)
+
+
+def test_dla_engine_runs_on_its_core_and_a_dynamic_profile_is_refused(tmp_path, monkeypatch):
+    """Defect 5: IRuntime.DLA_core comes from the manifest; a DLA build with min != max is refused, naming the fix."""
+    from test_engine_cli import tiny_fcn_onnx
+
+    from fcn_deploy.engine.backend import TrtBackend
+
+    use_double(monkeypatch, devices=ORIN)
+    onnx_path = tiny_fcn_onnx(tmp_path / "m.onnx")
+    engine = tmp_path / "m.engine"
+    r = build([onnx_path, "-o", engine, "--dla-core", 1], code=1)
+    assert "fixed shapes only" in r.output and "--min-shape 48x64 --opt-shape 48x64 --max-shape 48x64" in r.output
+    assert not engine.exists()
+    build([onnx_path, "-o", engine, "--dla-core", 1, "--min-shape", "48x64", "--opt-shape", "48x64",
+           "--max-shape", "48x64", "--batch", 1])  # fmt: skip
+    assert json.loads((tmp_path / "m.engine.json").read_text())["dla_core"] == 1
+    backend = TrtBackend(engine)
+    try:
+        assert backend._runtime.DLA_core == 1 and backend._engine._dla_core == 1
+        x = batch(48, 64)
+        np.testing.assert_array_equal(backend.run(x)["labels"], _ort_labels(onnx_path, x))
+    finally:
+        backend.close()
+    use_double(monkeypatch, devices=ORIN, version="11.4.1")  # DLA is back in 11.4.1 (JetPack 7.2.2+)
+    build([onnx_path, "-o", tmp_path / "m11.engine", "--dla-core", 0, "--min-shape", "48x64", "--opt-shape",
+           "48x64", "--max-shape", "48x64", "--batch", 1])  # fmt: skip
+
+
+def test_inference_on_another_thread_uses_the_backend_device(tmp_path, monkeypatch):
+    """Defect 7: the current CUDA device is per thread; the pipeline runs inference on its own thread."""
+    import threading
+
+    from test_engine_cli import tiny_fcn_onnx
+
+    from fcn_deploy.engine.backend import TrtBackend
+
+    two = "NVIDIA A2 (contract double):8.6;NVIDIA A2 (contract double):8.6"
+    use_double(monkeypatch, devices=two)
+    onnx_path = tiny_fcn_onnx(tmp_path / "m.onnx")
+    build([onnx_path, "-o", tmp_path / "m.engine"])
+    backend = TrtBackend(tmp_path / "m.engine", device=1)
+    x = batch(48, 64)
+    result: dict = {}
+
+    def infer():
+        try:
+            result["labels"] = backend.run(x)["labels"]
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["error"] = e
+
+    t = threading.Thread(target=infer)
+    t.start()
+    t.join()
+    backend.close()
+    assert "error" not in result, result.get("error")
+    np.testing.assert_array_equal(result["labels"], _ort_labels(onnx_path, x))
+
+
+def test_cuda_python_newer_than_the_driver_says_which_to_install(tmp_path, monkeypatch):
+    """Defect 1: cuda-python 13 on JetPack 6's CUDA 12.6 driver fails every call with error 35."""
+    from test_engine_cli import tiny_fcn_onnx
+
+    use_double(monkeypatch, cuda_python="13.0.3", driver=12060)
+    onnx_path = tiny_fcn_onnx(tmp_path / "m.onnx")
+    r = build([onnx_path, "-o", tmp_path / "m.engine"], code=3)
+    assert "driver (CUDA 12.6) is too old for cuda-python 13.0.3" in r.output
+    assert "cuda-python>=12.6,<13" in r.output
+    assert not (tmp_path / "m.engine").exists()
+    use_double(monkeypatch, cuda_python="12.6.2", driver=12060)
+    build([onnx_path, "-o", tmp_path / "m.engine"])

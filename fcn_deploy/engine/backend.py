@@ -2,11 +2,15 @@
 
 Load order (reliability.md part c): manifest exists -> sha256, TensorRT version and compute capability match
 -> deserialize with a capturing logger -> non-null engine, else the logged reason. `engine_host_code_allowed`
-is never set, so version-compatible plans with embedded host code are refused by TensorRT itself.
+is set only after the manifest check passed and only when the manifest says the plan was built
+version-compatible (such a plan embeds the lean runtime: host code); `IRuntime.DLA_core` is set from the manifest
+before deserializing (otherwise a DLA engine runs on core 0). CUDA's current device is per thread: every thread
+that runs the engine (the pipeline infers on its own thread) selects the backend's device first.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +89,9 @@ class TrtBackend(Backend):
         from fcn_deploy.engine.trt_compat import import_tensorrt
 
         trt = import_tensorrt()
-        cuda_rt.call("cudaSetDevice", device)
+        self.device = int(device)
+        self._device_threads: set[int] = set()
+        self._use_device()
         self.gpu_name, cc = cuda_rt.device_info(device)
         self.path = Path(engine_path)
         self.manifest = check_engine(
@@ -95,6 +101,7 @@ class TrtBackend(Backend):
             onnx_path=onnx_path,
             trust=trust,
         )
+        checked = self.manifest  # None with --trust: then no host code is ever allowed
         if self.manifest is None and self.path.with_name(self.path.name + ".json").is_file():
             self.manifest = read_manifest(self.path)  # --trust: skip the checks, still use the recorded card
         if card is None and self.manifest is not None:
@@ -107,6 +114,11 @@ class TrtBackend(Backend):
         self.trt_version = trt.__version__
         self._logger = capturing_logger()
         self._runtime = trt.Runtime(self._logger)
+        if checked is not None and checked.build_options.get("version_compatible"):
+            self._runtime.engine_host_code_allowed = True  # checksum and provenance verified above
+        m = self.manifest
+        if m is not None and m.dla_core is not None:
+            self._runtime.DLA_core = int(m.dla_core)
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
             raise EngineLoadError(
@@ -158,6 +170,13 @@ class TrtBackend(Backend):
         self._shape: tuple[int, ...] | None = None
         self.last_device_ms: float | None = None
 
+    def _use_device(self) -> None:
+        """cudaSetDevice on the calling thread, once per thread (the current device is thread-local)."""
+        ident = threading.get_ident()
+        if ident not in self._device_threads:
+            cuda_rt.call("cudaSetDevice", self.device)
+            self._device_threads.add(ident)
+
     # --- buffers ---------------------------------------------------------------------------------------
     def _prepare(self, shape: tuple[int, ...]) -> None:
         """Reuse buffers while the shape repeats; on a new shape, set it and reallocate everything."""
@@ -197,6 +216,7 @@ class TrtBackend(Backend):
         return tuple(k for b in self._outputs if (k := self._kinds.get(b.name)) in ("logits", "probs"))
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self._use_device()
         self.profile.check_input(tuple(batch.shape))
         shape = tuple(int(d) for d in batch.shape)
         self._prepare(shape)
@@ -252,6 +272,7 @@ class TrtBackend(Backend):
         """
         from fcn_deploy.engine.layer_profiler import layer_profiler
 
+        self._use_device()
         self.run(batch)  # sets the shape and fills the input buffer
         profiler = layer_profiler()
         context = self._engine.create_execution_context()
@@ -287,6 +308,7 @@ class TrtBackend(Backend):
         }
 
     def close(self) -> None:
+        self._use_device()
         self._drop_graph()
         for b in (*self._inputs, *self._outputs):
             b.free()

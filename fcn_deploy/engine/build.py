@@ -70,6 +70,22 @@ def check_level(level: int | None) -> None:
         raise FcnDeployError(f"--builder-optimization-level {level}: must be 0..5 (TensorRT's default is 3)")
 
 
+def check_dla_profile(options: BuildOptions) -> None:
+    """DLA layers take fixed shapes only: with min != max TensorRT silently sends every layer to the GPU. Refuse."""
+    if options.dla_core is None:
+        return
+    lo, opt, hi = options.profile.shapes()
+    if lo == opt == hi:
+        return
+    p = options.profile
+    hw = f"{p.opt_hw[0]}x{p.opt_hw[1]}"
+    raise FcnDeployError(
+        f"--dla-core {options.dla_core}: the DLA runs fixed shapes only, and this profile is dynamic "
+        f"({p.describe()}): TensorRT would run every layer on the GPU instead. Refusing; build a fixed-shape "
+        f"DLA engine with --min-shape {hw} --opt-shape {hw} --max-shape {hw} --batch {opt[0]}"
+    )
+
+
 def format_parser_error(err: Any) -> str:
     """'node 12 conv1_1 (Conv): <desc>': the ONNX node name is what a user can find in Netron."""
     node = err.node()
@@ -144,12 +160,7 @@ def config_from_options(
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = options.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        lo, opt, hi = options.profile.shapes()
-        if not lo == opt == hi:
-            warnings.append(
-                "DLA runs fixed shapes: with a dynamic profile TensorRT may place layers on the GPU instead; "
-                "pass equal --min/--opt/--max-shape and --batch N to keep them on the DLA"
-            )
+        check_dla_profile(options)
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
     return config
@@ -200,6 +211,7 @@ def engine_from_onnx(
             raise FcnDeployError(
                 f"--dla-core {options.dla_core}: {reason}; drop --dla-core to build for the GPU"
             )
+        check_dla_profile(options)
     logger = capturing_logger()
     try:
         builder = trt.Builder(logger)

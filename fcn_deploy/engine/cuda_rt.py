@@ -14,6 +14,10 @@ import numpy as np
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 
 NO_GPU_CODES = (35, 100)  # cudaErrorInsufficientDriver, cudaErrorNoDevice
+INSUFFICIENT_DRIVER = 35
+# cuda-python's major must match the CUDA major the driver supports (13.x needs driver >= 580; JetPack 6's r36
+# driver is CUDA 12.6): the pip spec that fits each driver major.
+CUDA_PYTHON_FOR_DRIVER = {12: "cuda-python>=12.6,<13", 13: "cuda-python>=13,<14"}
 
 
 class CudaError(FcnDeployError):
@@ -43,6 +47,8 @@ def call(name: str, *args: Any) -> Any:
     if err != rt.cudaError_t.cudaSuccess:
         code = int(err)
         what = f"CUDA call {name} failed: {getattr(err, 'name', err)} ({code})"
+        if code == INSUFFICIENT_DRIVER and (mismatch := driver_mismatch()):
+            raise NoGpuError(f"{mismatch} ({what})")
         if code in NO_GPU_CODES:
             raise NoGpuError(
                 f"no usable NVIDIA GPU or driver on this machine ({what}); run on a desktop/server with an "
@@ -52,6 +58,49 @@ def call(name: str, *args: Any) -> Any:
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def cuda_python_version() -> str | None:
+    """The installed cuda-python (cuda.bindings) version, or None."""
+    try:
+        from cuda import bindings
+
+        version = getattr(bindings, "__version__", None)
+        if version:
+            return str(version)
+    except ImportError:
+        return None
+    try:
+        from importlib.metadata import version as dist_version
+
+        return dist_version("cuda-bindings")
+    except Exception:  # noqa: BLE001 - metadata is best effort
+        return None
+
+
+def format_cuda_version(encoded: int) -> str:
+    """12060 -> '12.6'."""
+    return f"{encoded // 1000}.{(encoded % 1000) // 10}"
+
+
+def driver_mismatch() -> str | None:
+    """'driver CUDA 12.6 is too old for cuda-python 13.0: ...' when cuda-python's major is newer than the driver's."""
+    rt = cudart()
+    err, driver = rt.cudaDriverGetVersion()
+    version = cuda_python_version()
+    if err != rt.cudaError_t.cudaSuccess or not version:
+        return None
+    if driver == 0:  # no driver at all: the plain "no usable GPU" message says it
+        return None
+    major = int(version.split(".")[0])
+    if driver // 1000 >= major:
+        return None
+    spec = CUDA_PYTHON_FOR_DRIVER.get(driver // 1000, f"cuda-python<{major}")
+    return (
+        f"the NVIDIA driver (CUDA {format_cuda_version(driver)}) is too old for cuda-python {version} (CUDA {major}.x "
+        f"needs a CUDA {major} driver, >= 580 for 13.x): install `pip install '{spec}'` (JetPack 6 / tensorrt-cu12), "
+        "or upgrade the driver"
+    )
 
 
 def device_info(device: int = 0) -> tuple[str, tuple[int, int]]:
