@@ -7,6 +7,7 @@ needs no allow-listed classes. Written to a temp file and moved into place (fcn_
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,23 @@ def save_checkpoint(path: str | Path, model: FCN, card: ModelCard, **training_st
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **training_state,
     }
+    payload["weights_sha256"] = weights_sha256(payload["state_dict"])  # the integrity record, checked on load
     buf = io.BytesIO()
     torch.save(payload, buf)
     write_bytes(path, buf.getvalue())
+
+
+def weights_sha256(state_dict: dict[str, Any]) -> str:
+    """sha256 over the state dict: names, dtypes, shapes and bytes of every tensor, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        if not isinstance(t, torch.Tensor):
+            raise FcnDeployError(f"state dict entry {name!r} is a {type(t).__name__}, not a tensor")
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -48,6 +63,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     if ckpt.get("version") != VERSION:
         raise FcnDeployError(f"{path}: checkpoint version {ckpt.get('version')} is not supported (need {VERSION})")
+    for key, kind in (("model_config", dict), ("model_card", dict), ("state_dict", dict)):
+        if not isinstance(ckpt.get(key), kind):
+            raise FcnDeployError(
+                f"{path}: damaged checkpoint: no {key!r} {kind.__name__} in it; re-save it with `fcn-deploy train`"
+            )
+    recorded = ckpt.get("weights_sha256")  # older checkpoints have no record: loaded unchecked
+    if recorded is not None:
+        actual = weights_sha256(ckpt["state_dict"]) if all(
+            isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values()) else "not tensors"  # fmt: skip
+        if actual != recorded:
+            raise FcnDeployError(
+                f"{path}: the weights do not match the checkpoint's integrity record (sha256 {actual[:12]}... "
+                f"recorded {str(recorded)[:12]}...): the file is damaged; use another copy or re-train"
+            )
     return ckpt
 
 
