@@ -54,6 +54,8 @@ def load(path: Path, key: CacheKey) -> dict[str, TensorRange] | None:
         if doc.get("format") != CACHE_FORMAT:
             raise ValueError("not a calibration cache")
         cached_key = doc["key"]
+        if not isinstance(cached_key, dict):
+            raise ValueError(f"its key is a {type(cached_key).__name__}, not an object")
         ranges = {name: TensorRange(float(r["min"]), float(r["max"]), float(r["amax"]))
                   for name, r in doc["ranges"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
