@@ -198,7 +198,7 @@ def test_unreadable_model_is_a_one_line_error(tmp_path, cache):
         OpenVinoBackend(bad, cache_root=cache)
 
 
-def _four_class_model(path, seed=0):
+def _four_class_model(path, seed=0, opt_shape=(64, 64)):
     """A torch-free 4-class conv net (3x3 conv -> ReLU -> 1x1 conv -> ArgMax) for the synthetic dataset."""
     from fcn_deploy.core.card import ModelCard, OutputSpec
 
@@ -219,7 +219,8 @@ def _four_class_model(path, seed=0):
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    card = ModelCard.default("fcn8s", 4, outputs=(OutputSpec("labels", "labels"),), min_shape=(8, 8))
+    card = ModelCard.default("fcn8s", 4, outputs=(OutputSpec("labels", "labels"),), min_shape=(8, 8),
+                             opt_shape=opt_shape, training_dataset="synthetic")  # fmt: skip
     card.attach(model)
     onnx.save(model, str(path))
     return path
@@ -270,3 +271,28 @@ def test_evaluate_and_profile_on_openvino(tmp_path):
     prof = json.loads(_cli("profile", path, "--backend", "openvino", "--shape", "32x32", "--iterations", "5",
                            "--warmup-s", "0", "--json", "-"))  # fmt: skip
     assert prof["backend"]["backend"] == "openvino"
+
+
+def test_report_has_openvino_rows_beside_onnx_runtime(tmp_path):
+    from fcn_deploy.report.inputs import ReportConfig
+    from fcn_deploy.report.run import build_report
+
+    path = _four_class_model(tmp_path / "four.onnx", opt_shape=(32, 32))
+    cfg = ReportConfig(output=tmp_path / "report", dataset="synthetic", onnx=path, max_images=4,
+                       precisions=("fp32", "int8", "bf16"), backends=("onnxruntime", "openvino"), calib_images=4,
+                       latency_warmup_s=0.0, latency_duration_s=0.0, latency_iterations=3, num_samples=1)  # fmt: skip
+    rows = {(r["backend"], r["precision"]): r for r in build_report(cfg, echo=lambda _: None).rows}
+    assert set(rows) == {(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "int8", "bf16")}
+    ort, vino = rows[("onnxruntime", "fp32")], rows[("openvino", "fp32")]
+    assert vino["status"] == "ok" and vino["agreement_with_fp32"] == 1.0
+    assert vino["mean_iou"] == ort["mean_iou"]
+    int8 = rows[("openvino", "int8")]
+    assert int8["status"] == "ok" and int8["model"].endswith("model.int8-trt.onnx")  # its Q/DQ flavour
+    assert rows[("onnxruntime", "bf16")]["status"] == "skipped"
+    assert "does not compute in BF16" in rows[("onnxruntime", "bf16")]["reason"]
+    bf16 = rows[("openvino", "bf16")]
+    if bf16_refusal() is None:
+        assert bf16["status"] == "ok" and bf16["agreement_with_fp32"] > 0.9
+    else:
+        assert bf16["status"] == "skipped" and bf16_refusal() in bf16["reason"]
+    assert "| openvino | bf16 |" in (tmp_path / "report" / "report.md").read_text()

@@ -20,10 +20,11 @@ DEFAULTS = ReportConfig(output=Path("report"), dataset="synthetic")  # the libra
 @click.option("--data-root", type=click.Path(file_okay=False), help="Dataset folder (not needed for synthetic).")
 @click.option("--split", default=DEFAULTS.split, show_default=True)
 @click.option("--max-images", type=int, help="Evaluate the first N images of the split.")
-@click.option("--precisions", default=",".join(PRECISIONS), show_default=True)
+@click.option("--precisions", default=",".join(PRECISIONS), show_default=True,
+              help="Any of fp32,fp16,int8,bf16 (bf16: OpenVINO rows, on CPUs with AVX512-BF16/AMX).")
 @click.option("--backends", default=",".join(DEFAULTS.backends), show_default=True,
-              help=f"auto, or a list of {','.join(BACKENDS)}; TensorRT rows are skipped with a reason when "
-              "TensorRT or a GPU is missing.")
+              help=f"auto (all but openvino), or a list of {','.join(BACKENDS)}; TensorRT rows are skipped with "
+              "a reason when TensorRT or a GPU is missing.")
 @click.option("--sizes", help="Network input sizes HxW,... [default: the model card's opt shape].")
 @click.option("--calib-images", type=int, default=DEFAULTS.calib_images, show_default=True,
               help="Calibration images for INT8/FP16 (from the train split).")

@@ -14,8 +14,9 @@ from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.onnx_io import load_onnx
 from fcn_deploy.core.shapes import format_hw
 
-PRECISIONS = ("fp32", "fp16", "int8")
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")  # the default rows
+CPU_PRECISIONS = ("bf16",)  # on request: computed by OpenVINO on CPUs with AVX512-BF16/AMX, skipped elsewhere
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "openvino")  # auto: all but openvino (name it to add its rows)
 DEVICES = ("cpu", "cuda")
 DEFAULT_CALIB_IMAGES = 100  # a report lowers several models: fewer images than quantize's default
 DEFAULT_LATENCY_S = 2.0
@@ -70,7 +71,7 @@ def parse_choices(text: str | Sequence[str], allowed: Sequence[str], what: str) 
 
 
 def resolve_backends(requested: Sequence[str], has_checkpoint: bool) -> tuple[str, ...]:
-    """'auto' means every backend: torch (with a checkpoint), onnxruntime, tensorrt (a skipped row if absent)."""
+    """'auto': torch (with a checkpoint), onnxruntime, tensorrt (a skipped row if absent); openvino on request."""
     if "auto" in requested:
         if len(requested) > 1:
             raise FcnDeployError("--backends auto cannot be combined with named backends; give one or the other")
@@ -137,7 +138,7 @@ def check_inputs(cfg: ReportConfig, builder: EngineBuilder) -> Inputs:
     """`builder`: the chain's engine builder, which says whether TensorRT rows can be built here."""
     if (cfg.checkpoint is None) == (cfg.onnx is None):
         raise FcnDeployError("give exactly one model: --checkpoint CKPT or --onnx MODEL")
-    precisions = parse_choices(cfg.precisions, PRECISIONS, "--precisions")
+    precisions = parse_choices(cfg.precisions, PRECISIONS + CPU_PRECISIONS, "--precisions")
     backends = resolve_backends(parse_choices(cfg.backends, ("auto", *BACKENDS), "--backends"),
                                 cfg.checkpoint is not None)
     if cfg.max_images is not None and cfg.max_images < 1:

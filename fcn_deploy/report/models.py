@@ -21,6 +21,16 @@ from fcn_deploy.export.options import ExportOptions
 from fcn_deploy.report.inputs import Inputs, ReportConfig
 
 ONNX_TARGETS = ("onnxruntime", "tensorrt")  # the backends that run a lowered ONNX (TensorRT through an engine)
+# OpenVINO runs the Q/DQ flavour it is fastest on at equal accuracy (benchmarks/cpu_runtimes.py), and FP16 as
+# the one FP16 graph; BF16 it computes from the FP32 graph.
+OPENVINO_INT8_TARGET = "tensorrt"
+
+
+def lowering_target(backend: str, precision: str) -> str:
+    """Which lowered graph (keyed by quantize --target) a backend's row runs."""
+    if backend == "openvino":
+        return OPENVINO_INT8_TARGET if precision == "int8" else "onnxruntime"
+    return backend
 
 
 @dataclass
@@ -55,10 +65,10 @@ def lowered_steps(cfg: ReportConfig, inp: Inputs, fp32: Parent, models: Path, sa
         "num_images": cfg.calib_images, "method": cfg.calib_method, "calib_shapes": tuple(map(tuple, inp.sizes)),
         "eval_images": 4, "latency_runs": 1,
     }  # fmt: skip
-    targets = [b for b in ONNX_TARGETS if b in inp.backends and not (b == "tensorrt" and inp.trt_reason)]
+    runs = [b for b in inp.backends if b in (*ONNX_TARGETS, "openvino") and not (b == "tensorrt" and inp.trt_reason)]
     steps: dict[tuple[str, str], LoweredOnnx] = {}
-    for precision in (p for p in inp.precisions if p != "fp32"):
-        for target in targets:
+    for precision in (p for p in inp.precisions if p not in ("fp32", "bf16")):
+        for target in dict.fromkeys(lowering_target(b, precision) for b in runs):
             if precision == "fp16" and steps.get(("onnxruntime", "fp16")):
                 steps[(target, precision)] = steps[("onnxruntime", "fp16")]
                 continue
@@ -95,8 +105,8 @@ def build_models(cfg: ReportConfig, inp: Inputs, models: Path, builder: EngineBu
     plans: list[RowPlan] = []
     for backend in inp.backends:
         for precision in inp.precisions:
-            plans.append(plan_row(cfg, inp, backend, precision, fp32 if precision == "fp32" else built.get(
-                (backend, precision)), models, builder, say))  # fmt: skip
+            plans.append(plan_row(cfg, inp, backend, precision, fp32 if precision in ("fp32", "bf16") else built.get(
+                (lowering_target(backend, precision), precision)), models, builder, say))  # fmt: skip
     return fp32, plans
 
 
@@ -108,6 +118,13 @@ def plan_row(cfg: ReportConfig, inp: Inputs, backend: str, precision: str, model
         if cfg.checkpoint is None:
             return RowPlan(backend, precision, reason="needs --checkpoint (PyTorch eager row)")
         return RowPlan(backend, precision, inp.source)
+    if precision == "bf16":
+        if backend != "openvino":
+            return RowPlan(backend, precision, reason=f"{backend} does not compute in BF16 (OpenVINO does)")
+        from fcn_deploy.runtime.openvino_backend import bf16_refusal
+
+        if (why := bf16_refusal()) is not None:
+            return RowPlan(backend, precision, reason=why)
     if backend == "tensorrt" and inp.trt_reason is not None:
         return RowPlan(backend, precision, reason=inp.trt_reason)
     if isinstance(model, str) or model is None:

@@ -10,8 +10,8 @@ from pathlib import Path
 from fcn_deploy.core.atomic import write_bytes
 from fcn_deploy.core.errors import MissingDependencyError
 
-PRECISION_COLOURS = {"fp32": "#1f77b4", "fp16": "#2ca02c", "int8": "#d62728"}
-BACKEND_MARKERS = {"torch": "s", "onnxruntime": "o", "tensorrt": "^"}
+PRECISION_COLOURS = {"fp32": "#1f77b4", "fp16": "#2ca02c", "int8": "#d62728", "bf16": "#9467bd"}
+BACKEND_MARKERS = {"torch": "s", "onnxruntime": "o", "tensorrt": "^", "openvino": "v"}
 
 
 def _pyplot():

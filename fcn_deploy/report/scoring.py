@@ -50,7 +50,8 @@ def open_row_backend(plan: RowPlan, device: str) -> Backend:
         threads = auto_threads()
         if threads is not None:
             torch.set_num_threads(threads)
-    return open_backend(plan.model, backend=plan.backend, device="cuda" if plan.backend == "tensorrt" else device)
+    return open_backend(plan.model, backend=plan.backend, device="cuda" if plan.backend == "tensorrt" else device,
+                        precision="bf16" if plan.precision == "bf16" else None)  # fmt: skip
 
 
 def evaluate(backend: Backend, inp: Inputs, size: tuple[int, int], cfg: ReportConfig, desc: str) -> Evaluation:
