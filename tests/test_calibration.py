@@ -115,9 +115,10 @@ def test_int8_tensorrt_symmetric_per_channel_qdq_on_every_conv_input(setup):
         wdq = produced_by_dq[weight]
         scale = inits[wdq.input[1]]
         axis = helper.get_attribute_value(next(a for a in wdq.attribute if a.name == "axis"))
-        expect_axis = 0 if node.op_type == "Conv" else 1
-        assert axis == expect_axis
-        assert scale.shape == (inits[wdq.input[0]].shape[expect_axis],)  # one scale per output channel
+        # axis 0 for Conv (output channel) and for ConvTranspose (its input channel): TensorRT's deconvolution
+        # kernels take no per-output-channel scales (NVIDIA/TensorRT#2380; issue 12 defect 2)
+        assert axis == 0, node.name
+        assert scale.shape == (inits[wdq.input[0]].shape[0],)
         assert inits[wdq.input[0]].dtype == np.int8
         assert np.abs(inits[wdq.input[0]].astype(int)).max() == 127  # full 8-bit weights for TensorRT
         if len(node.input) > 2:  # no int32 bias Q/DQ for TensorRT

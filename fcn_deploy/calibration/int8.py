@@ -5,8 +5,10 @@ already installed with onnxruntime, it accepts precomputed ranges (so a calibrat
 entirely), and its placement options express both flavours below. ModelOpt's Q/DQ graph ran 1.2x slower than FP32
 on ORT CPU here, and it silently falls back to random scales without data.
 
-- `tensorrt`: symmetric int8 everywhere (zero point 0), per-channel weight scales (axis 0 Conv, axis 1
-  ConvTranspose), per-tensor activations; Q/DQ only on the inputs of Conv, ConvTranspose and Add (where TensorRT
+- `tensorrt`: symmetric int8 everywhere (zero point 0), per-channel weight scales on axis 0 for Conv and for
+  ConvTranspose too (its input channel: TensorRT's deconvolution kernels take no per-output-channel scales,
+  NVIDIA/TensorRT#2380; ModelOpt and pytorch-quantization use axis 0; ORT's own default is axis 1), per-tensor
+  activations; Q/DQ only on the inputs of Conv, ConvTranspose and Add (where TensorRT
   fuses them), never on their outputs or the network output; no int32 bias Q/DQ (TensorRT's parser rejects it).
 - `onnxruntime`: what ORT CPU turns into QLinearConv-style int8 kernels (U8S8): asymmetric uint8 activations,
   symmetric int8 per-channel weights, int32 biases, Q/DQ around every op ORT quantizes. Weights use 7 bits
@@ -143,6 +145,17 @@ def output_producers(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if outputs & set(n.output)]
 
 
+def deconv_weight_axis0(model: Any) -> dict[str, list[dict[str, int]]]:
+    """Per-tensor overrides putting every ConvTranspose weight's per-channel scales on axis 0 (its input channel).
+
+    ORT's Conv/ConvTranspose quantizer ignores QDQOpTypePerChannelSupportToAxis (it passes no op type), so the
+    axis is set per weight; TensorRT's deconvolution kernels take axis 0 or per-tensor scales only.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    return {n.input[1]: [{"axis": 0}] for n in model.graph.node
+            if n.op_type == "ConvTranspose" and len(n.input) > 1 and n.input[1] in inits}  # fmt: skip
+
+
 def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclude_nodes: Sequence[str]) -> Any:
     """Insert Q/DQ into `model` (an ONNX ModelProto with inferred shapes) and return the quantized ModelProto."""
     import numpy as np
@@ -166,7 +179,8 @@ def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclud
     op_types = op_types_to_quantize(target)
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": symmetric}
     if target == "tensorrt":
-        extra.update(QuantizeBias=False, OpTypesToExcludeOutputQuantization=op_types)
+        extra.update(QuantizeBias=False, OpTypesToExcludeOutputQuantization=op_types,
+                     TensorQuantOverrides=deconv_weight_axis0(model))  # fmt: skip
     quantizer = QDQQuantizer(
         model,
         True,  # per_channel

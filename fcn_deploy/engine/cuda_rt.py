@@ -34,7 +34,9 @@ def cudart() -> Any:
     except ImportError:
         raise MissingDependencyError(
             "cuda-python (module `cuda.bindings.runtime`) is not installed; "
-            "install it with `pip install 'fcn-deploy[tensorrt]'` or `pip install cuda-python`"
+            "install it with `pip install 'fcn-deploy[tensorrt]'`, or the one matching the driver's CUDA major: "
+            "`pip install 'cuda-python>=12.6,<13'` (JetPack 6, CUDA 12 drivers) / `'cuda-python>=13,<14'` "
+            "(JetPack 7, driver >= 580)"
         ) from None
     return runtime
 
