@@ -147,3 +147,48 @@ def test_bad_urls_are_one_line_errors() -> None:
         open_backend("triton://127.0.0.1:8000/")
     with pytest.raises(FcnDeployError, match="FP32 only"):
         open_backend("triton://127.0.0.1:8000/m", precision="bf16")
+
+
+def _servers_on(http_port: int) -> list[int]:
+    pids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                cmd = open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if "tritonserver" in cmd and f"--http-port={http_port}\0" in cmd:
+                pids.append(int(p))
+    return pids
+
+
+def test_serve_cli_waits_for_readiness_and_stops_on_ctrl_c(served) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from fcn_deploy.serving.server import free_port
+
+    _, _, _, tmp = served
+    repo = (tmp / "repo").resolve()
+    http, grpc = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "from fcn_deploy.cli import main; main()", "serve", str(repo),
+                             "--http-port", str(http), "--grpc-port", str(grpc)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        line = proc.stdout.readline()  # printed only once every model is ready
+        assert f"HTTP 127.0.0.1:{http}" in line, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/tiny_ensemble/ready", timeout=5) as r:
+            assert r.status == 200
+        assert len(_servers_on(http)) >= 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while _servers_on(http) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _servers_on(http)  # no orphaned tritonserver
