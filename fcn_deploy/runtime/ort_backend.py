@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,41 @@ from fcn_deploy.core.shapes import ShapeRange
 TRT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcn-deploy" / "ort-tensorrt"
 
 
-def choose_providers(device: str, available: list[str]) -> list[Any]:
+def tensorrt_provider_options(model_bytes: bytes, precision: str = "fp32") -> dict[str, Any]:
+    """ONNX Runtime TensorRT EP options for this model (onnxruntime's documented `trt_*` provider options).
+
+    ORT names cached engines by model path + tensor names (TRTGenerateId), not by weights, and a model handed
+    over as bytes has no path: a retrained model of the same architecture would reuse the old engine. So each
+    model gets its own cache folder, named by the sha256 of the exact bytes ORT is given. FP16 and Q/DQ graphs
+    need trt_fp16_enable / trt_int8_enable, or the provider builds them as FP32 (onnxruntime#13381, #17312).
+    """
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    folder = TRT_CACHE / digest[:32]
+    return {
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(folder),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(folder),
+        "trt_fp16_enable": precision in ("fp16", "int8"),
+        "trt_int8_enable": precision == "int8",
+    }
+
+
+def graph_precision(proto: Any) -> str:
+    """'int8' (Q/DQ nodes), 'fp16' (FP16 weights) or 'fp32'."""
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node):
+        return "int8"
+    if any(t.data_type == 10 for t in proto.graph.initializer):  # onnx.TensorProto.FLOAT16
+        return "fp16"
+    return "fp32"
+
+
+def choose_providers(
+    device: str, available: list[str], model_bytes: bytes | None = None, precision: str = "fp32"
+) -> list[Any]:
     """Best available providers for the device (auto: cuda when this onnxruntime has the CUDA provider), CPU
-    always last as the fallback for unsupported nodes."""
+    always last as the fallback for unsupported nodes. The TensorRT provider (when present) needs the model's
+    bytes to key its engine cache."""
     if device == "auto":
         device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
     if device == "cpu":
@@ -33,14 +66,8 @@ def choose_providers(device: str, available: list[str]) -> list[Any]:
             "install onnxruntime-gpu instead of onnxruntime, or use --device cpu"
         )
     providers: list[Any] = []
-    if "TensorrtExecutionProvider" in available:
-        # Building a TensorRT engine takes minutes on a Jetson: cache it (ORT keys the cache by model hash).
-        providers.append(
-            (
-                "TensorrtExecutionProvider",
-                {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(TRT_CACHE)},
-            )
-        )
+    if "TensorrtExecutionProvider" in available and model_bytes is not None:
+        providers.append(("TensorrtExecutionProvider", tensorrt_provider_options(model_bytes, precision)))
     return [*providers, "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
@@ -82,15 +109,15 @@ class OrtBackend(Backend):
         proto = onnx.load_from_string(model) if in_memory else load_onnx(self.path)
         self.card = card if card is not None else ModelCard.from_onnx(proto, where)
         available = ort.get_available_providers()
-        self.providers = providers if providers is not None else choose_providers(device, available)
-        if any(
-            str(p[0] if isinstance(p, tuple) else p) == "TensorrtExecutionProvider" for p in self.providers
-        ):
-            TRT_CACHE.mkdir(parents=True, exist_ok=True)
+        data = proto.SerializeToString()
+        self.providers = (
+            providers if providers is not None else choose_providers(device, available, data, graph_precision(proto))
+        )
+        for p in self.providers:
+            if isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider" and "trt_engine_cache_path" in p[1]:
+                Path(p[1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         try:
-            self.session = ort.InferenceSession(
-                proto.SerializeToString(), cpu_session_options(threads), providers=self.providers
-            )
+            self.session = ort.InferenceSession(data, cpu_session_options(threads), providers=self.providers)
         except (
             Exception
         ) as e:  # ORT's typed errors (InvalidGraph, Fail, ...) all mean this file cannot run here
