@@ -14,12 +14,22 @@ import click
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds to wait for readiness.")
 def command(repository, host, http_port, grpc_port, log_file, timeout) -> None:
     """Start tritonserver (the one on PATH, else nvidia-pytriton's) on REPOSITORY, wait until every model is
-    ready, print the URLs, and stop it cleanly on Ctrl-C (exit 130) or exit non-zero if the server dies."""
+    ready, print the URLs, and stop it cleanly on Ctrl-C (exit 130) or SIGTERM (143); exit non-zero if the server dies."""
+    import signal
     import time
 
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.serving.server import TritonServer
 
+    stopped_by = {}
+
+    def stop(signum, frame):  # SIGTERM (docker, systemd) stops the server like Ctrl-C does
+        stopped_by["signal"] = signum
+        raise KeyboardInterrupt
+
+    # Also when started in the background, where SIGINT arrives ignored and Python would not raise on it.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     server = TritonServer(repository, host, http_port, grpc_port, log_file=log_file)
     try:
         server.start(timeout)
@@ -31,6 +41,6 @@ def command(repository, host, http_port, grpc_port, log_file, timeout) -> None:
     except KeyboardInterrupt:
         server.stop()
         click.echo("stopped")
-        raise SystemExit(130) from None
+        raise SystemExit(143 if stopped_by.get("signal") == signal.SIGTERM else 130) from None
     finally:
         server.stop()
