@@ -274,3 +274,39 @@ def test_cuda_without_a_cuda_onnxruntime_is_refused_before_writing(built, tmp_pa
     assert r.exit_code == 3
     _assert_one_line_error(r, "no CUDA provider")
     assert not out.exists()
+
+
+def test_sample_panels_are_large_titled_and_scored(tmp_path):
+    from fcn_deploy.report.samples import MIN_PANEL_PX, image_miou, write_sample
+
+    truth = np.zeros((32, 32), np.uint8)
+    truth[8:24, 8:24] = 1
+    truth[0, :] = 255  # ignored
+    pred = truth.copy()
+    pred[8:16, 8:24] = 0  # half the square lost
+    # class 0: 32*31 - 256 + 128 correct of union 32*31 - 128; class 1: 128 of 256
+    expected = ((32 * 31 - 256) / (32 * 31 - 128) + 128 / 256) / 2
+    assert image_miou(pred, truth, 2) == pytest.approx(expected)
+    assert np.isnan(image_miou(pred, np.full_like(truth, 255), 2))
+    image = np.full((32, 32, 3), 128, np.uint8)
+    path = write_sample(tmp_path / "s.png", image, truth, [("FP32", truth), ("INT8", pred)],
+                        [(0, 0, 0), (200, 30, 30)], ("background", "thing"))  # fmt: skip
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"))
+    assert arr.shape[0] >= MIN_PANEL_PX >= 256 and arr.shape[1] >= 4 * MIN_PANEL_PX
+    legend = arr[-20:]  # the class colour swatches under the panels
+    assert (np.abs(legend.astype(int) - (200, 30, 30)).sum(-1) == 0).any()
+
+
+def test_markdown_flags_rows_over_the_drop_budget():
+    from fcn_deploy.report.write import best_within_budget, markdown_table, render_json
+
+    rows = [make_row("onnxruntime", "fp32", "8x8", mean_iou=0.8, latency_ms_median=2.0, model="a.onnx"),
+            make_row("onnxruntime", "int8", "8x8", mean_iou=0.7, latency_ms_median=1.0, model="a.int8.onnx")]
+    table = markdown_table(rows)
+    int8 = next(s for s in table.splitlines() if "| int8 |" in s)
+    fp32 = next(s for s in table.splitlines() if "| fp32 |" in s)
+    assert "OVER BUDGET" in int8 and "-10.00" in int8 and "OVER BUDGET" not in fp32
+    assert best_within_budget(rows)["model"] == "a.onnx"
+    doc = json.loads(render_json(rows, {}))
+    assert {r["precision"]: r["over_budget"] for r in doc["rows"]} == {"int8": True, "fp32": False}

@@ -53,30 +53,84 @@ def measured(rows: Sequence[dict]) -> list[dict]:
     ]
 
 
+BACKEND_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime", "tensorrt": "TensorRT", "openvino": "OpenVINO"}
+BACKEND_HATCHES = {"torch": "//", "onnxruntime": "", "tensorrt": "xx", "openvino": ".."}
+# Label offsets (points) tried in turn until a label overlaps no other label and no marker.
+_OFFSETS = [(8, 4), (8, -12), (-8, 4), (-8, -12), (8, 16), (8, -24), (-8, 16), (-8, -24), (8, 28), (8, -36),
+            (-8, 28), (-8, -36), (8, 40), (8, -48)]  # fmt: skip
+
+
+def _place_labels(fig, ax, pts: Sequence[dict], xs: Sequence[float], ys: Sequence[float]) -> None:
+    """Label every point without overlaps: each label takes the first offset whose box meets no placed label and no
+    marker (drawn with a leader line when it had to move away); the rest keep the last offset tried."""
+    renderer = fig.canvas.get_renderer()
+    taken = [ax.transData.transform((x, y)) for x, y in zip(xs, ys, strict=True)]
+    marker_boxes = [(px - 6, py - 6, px + 6, py + 6) for px, py in taken]
+    placed: list[tuple[float, float, float, float]] = []
+
+    def hits(b, boxes) -> bool:
+        return any(b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3] for o in boxes)
+
+    for k in sorted(range(len(pts)), key=lambda i: (xs[i], -ys[i])):
+        for n, (dx, dy) in enumerate(_OFFSETS):
+            text = ax.annotate(
+                row_label(pts[k]), (xs[k], ys[k]), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                ha="left" if dx > 0 else "right",
+                arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.6} if n > 1 else None,
+            )  # fmt: skip
+            bb = text.get_window_extent(renderer)
+            box = (bb.x0, bb.y0, bb.x1, bb.y1)
+            inside = ax.get_window_extent(renderer)
+            fits = inside.x0 <= bb.x0 and bb.x1 <= inside.x1 and inside.y0 <= bb.y0 and bb.y1 <= inside.y1
+            if fits and not hits(box, placed) and not hits(box, marker_boxes):
+                break
+            if n < len(_OFFSETS) - 1:
+                text.remove()
+        placed.append(box)
+
+
+def _legend(ax, rows: Sequence[dict], front: bool) -> None:
+    """Marker shape = backend, colour = precision (only those on the plot), and the Pareto front."""
+    from matplotlib.lines import Line2D
+
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    precisions = list(dict.fromkeys(r["precision"] for r in rows))
+    handles = [Line2D([], [], ls="", marker=BACKEND_MARKERS.get(b, "D"), mfc="white", mec="black", ms=7,
+                      label=BACKEND_NAMES.get(b, b)) for b in backends]  # fmt: skip
+    handles += [Line2D([], [], ls="", marker="o", mfc=PRECISION_COLOURS.get(p, "gray"), mec="black", ms=7,
+                       label=p.upper()) for p in precisions]  # fmt: skip
+    if front:
+        handles.append(Line2D([], [], ls="--", color="gray", lw=1, label="Pareto front"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+              title="marker: backend\ncolour: precision", title_fontsize=8)  # fmt: skip
+
+
 def plot_pareto(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     plt = _pyplot()
     pts = measured(rows)
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     try:
         xs = [r["latency_ms_median"] for r in pts]
         ys = [100 * r["mean_iou"] for r in pts]
-        for k, (r, x, y) in enumerate(zip(pts, xs, ys, strict=True)):
+        for r, x, y in zip(pts, xs, ys, strict=True):
             ax.scatter(
                 x, y, s=60, c=PRECISION_COLOURS.get(r["precision"], "gray"),
                 marker=BACKEND_MARKERS.get(r["backend"], "D"), edgecolors="black", linewidths=0.5, zorder=3,
             )
-            # Staggered offsets keep the labels of near-identical points apart.
-            ax.annotate(row_label(r), (x, y), textcoords="offset points", xytext=(6, 4 - 11 * (k % 3)),
-                        fontsize=8)
         front = pareto_front(list(zip(xs, ys, strict=True)))
         if len(front) > 1:
-            ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="gray", lw=1, zorder=2,
-                    label="Pareto front")
-            ax.legend(loc="lower right", fontsize=8)
+            ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="gray", lw=1, zorder=2)
         if not pts:
             ax.text(0.5, 0.5, "no measured rows", ha="center", va="center", transform=ax.transAxes)
         if xs and max(xs) / max(min(xs), 1e-9) > 20:
             ax.set_xscale("log")
+        if xs:  # room for the labels on both sides
+            lo, hi = min(xs), max(xs)
+            if ax.get_xscale() == "log":
+                ax.set_xlim(lo / 1.6, hi * 1.6)
+            else:
+                span = max(hi - lo, 0.1 * hi, 1e-3)
+                ax.set_xlim(max(0.0, lo - 0.35 * span), hi + 0.35 * span)
         if ys:  # at least +-1 point of IoU around the data: tiny differences must not look like big ones
             pad = max(1.0, 0.15 * (max(ys) - min(ys)))
             ax.set_ylim(max(0.0, min(ys) - pad), min(100.0, max(ys) + pad))
@@ -84,6 +138,10 @@ def plot_pareto(rows: Sequence[dict], path: Path, title: str = "") -> Path:
         ax.set_ylabel("mean IoU (%)")
         ax.set_title(title or "accuracy vs latency")
         ax.grid(True, alpha=0.3)
+        if pts:
+            _legend(ax, pts, len(front) > 1)
+            fig.canvas.draw()  # final limits and layout before the labels measure themselves
+            _place_labels(fig, ax, pts, xs, ys)
         _save(fig, path)
     finally:
         plt.close(fig)
@@ -91,7 +149,8 @@ def plot_pareto(rows: Sequence[dict], path: Path, title: str = "") -> Path:
 
 
 def plot_per_class(rows: Sequence[dict], class_names: Sequence[str], path: Path, title: str = "") -> Path:
-    """One group of bars per class; one bar per measured row of the first size (precisions side by side)."""
+    """One group of bars per class; one bar per measured row of the first size, coloured by precision as in
+    pareto.png and hatched by backend (PyTorch //, TensorRT xx, OpenVINO ..); a 0% IoU is drawn as a short bar outlined in its colour with a 0 above it, never as nothing."""
     plt = _pyplot()
     pts = [r for r in measured(rows) if r.get("per_class_iou")]
     if pts:
@@ -101,12 +160,17 @@ def plot_per_class(rows: Sequence[dict], class_names: Sequence[str], path: Path,
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(class_names) * max(1, n / 2)), 4.5))
     try:
         width = 0.8 / n
+        colours = plt.get_cmap("tab10").colors
         for j, r in enumerate(pts):
+            colour = PRECISION_COLOURS.get(r["precision"], colours[j % len(colours)])  # as in pareto.png
             values = [100 * (r["per_class_iou"].get(c) or 0.0) for c in class_names]
             offsets = [i - 0.4 + width * (j + 0.5) for i in range(len(class_names))]
-            ax.bar(offsets, values, width=width, label=row_label(r),
-                   color=PRECISION_COLOURS.get(r["precision"], None), alpha=0.55 + 0.45 * (j + 1) / n,
-                   edgecolor="black", linewidth=0.3)
+            ax.bar(offsets, values, width=width, label=row_label(r), color=colour,
+                   hatch=BACKEND_HATCHES.get(r["backend"], ""), edgecolor="black", linewidth=0.3)  # fmt: skip
+            for x, v in zip(offsets, values, strict=True):
+                if v < 0.5:  # a zero: visible, in the row's colour
+                    ax.bar(x, 1.2, width=width, color="white", edgecolor=colour, linewidth=1.5)
+                    ax.text(x, 1.8, "0", ha="center", va="bottom", fontsize=7, color="black")
         ax.set_xticks(range(len(class_names)))
         ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=8)
         ax.set_ylabel("IoU (%)")

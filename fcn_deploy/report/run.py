@@ -102,6 +102,6 @@ def write_outputs(output: Path, scored: Scored, inp: Inputs, cfg: ReportConfig) 
         name = f"{n:02d}_image{i}_{why.replace(' ', '_')}.png"
         files[f"sample{n}"] = write_sample(
             output / "samples" / name, image, labels, [(k, v[i]) for k, v in scored.sample_predictions.items()],
-            card.palette,
+            card.palette, card.class_names, ignore_index=card.ignore_index,
         )
     return files

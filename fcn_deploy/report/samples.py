@@ -17,9 +17,31 @@ from fcn_deploy.core.atomic import write_bytes
 from fcn_deploy.core.preprocess import resize_labels
 from fcn_deploy.runtime.visualize import colorize, palette_lut
 
-HEADER_PX = 16
-GAP_PX = 4
-MIN_PANEL_PX = 128  # tiny images are enlarged (nearest) so that they can be seen
+HEADER_PX = 40  # two title lines: what made the panel, and its mean IoU on this image
+GAP_PX = 6
+MIN_PANEL_PX = 256  # small images are enlarged (nearest) so that they can be seen
+FONT_PX = 15
+SWATCH_PX = 16
+
+
+def _font(size: int = FONT_PX):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def image_miou(pred: np.ndarray, truth: np.ndarray, num_classes: int, ignore_index: int = 255) -> float:
+    """Mean IoU of one label map over the classes present in its ground truth or prediction (ignored pixels
+    excluded); NaN when every pixel is ignored."""
+    valid = (truth != ignore_index) & (truth < num_classes)
+    t, p = truth[valid].astype(np.int64), np.clip(pred[valid].astype(np.int64), 0, num_classes - 1)
+    if t.size == 0:
+        return float("nan")
+    conf = np.bincount(num_classes * t + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    inter = np.diag(conf)
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = union > 0
+    return float(np.mean(inter[present] / union[present]))
 
 
 def pick_images(agreement: Sequence[float], count: int = 3) -> list[tuple[int, str]]:
@@ -35,9 +57,12 @@ def pick_images(agreement: Sequence[float], count: int = 3) -> list[tuple[int, s
     return out[:count]
 
 
-def side_by_side(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
-    """Titled HxWx3 panels in one row, each resized (nearest) to the first panel's height (at least MIN_PANEL_PX)."""
+def side_by_side(panels: Sequence[tuple[str, np.ndarray]],
+                 legend: Sequence[tuple[str, Sequence[int]]] = ()) -> np.ndarray:  # fmt: skip
+    """Titled HxWx3 panels in one row, each resized (nearest) to the first panel's height (at least MIN_PANEL_PX),
+    with a row of class colour swatches under them. A title may hold two lines (\\n)."""
     h = max(panels[0][1].shape[0], MIN_PANEL_PX)
+    font = _font()
     tiles = []
     for title, img in panels:
         if img.shape[0] != h:
@@ -45,14 +70,23 @@ def side_by_side(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
             img = np.asarray(Image.fromarray(img).resize((w, h), Image.NEAREST))
         tile = Image.new("RGB", (img.shape[1], h + HEADER_PX), (255, 255, 255))
         tile.paste(Image.fromarray(img), (0, HEADER_PX))
-        ImageDraw.Draw(tile).text((2, 2), title, fill=(0, 0, 0))
+        ImageDraw.Draw(tile).multiline_text((3, 2), title, fill=(0, 0, 0), font=font, spacing=3)
         tiles.append(tile)
     width = sum(t.width for t in tiles) + GAP_PX * (len(tiles) - 1)
-    canvas = Image.new("RGB", (width, h + HEADER_PX), (255, 255, 255))
+    legend_h = SWATCH_PX + 12 if legend else 0
+    canvas = Image.new("RGB", (width, h + HEADER_PX + legend_h), (255, 255, 255))
     x = 0
     for t in tiles:
         canvas.paste(t, (x, 0))
         x += t.width + GAP_PX
+    if legend:
+        draw, x, y = ImageDraw.Draw(canvas), 3, h + HEADER_PX + 6
+        for name, colour in legend:
+            if x + SWATCH_PX + 8 + draw.textlength(name, font=font) > width:
+                break  # a legend never widens the picture
+            draw.rectangle((x, y, x + SWATCH_PX, y + SWATCH_PX), fill=tuple(int(c) for c in colour), outline=(0, 0, 0))
+            draw.text((x + SWATCH_PX + 4, y), name, fill=(0, 0, 0), font=font)
+            x += SWATCH_PX + 16 + int(draw.textlength(name, font=font))
     return np.asarray(canvas)
 
 
@@ -62,13 +96,23 @@ def write_sample(
     ground_truth: np.ndarray,
     predictions: Sequence[tuple[str, np.ndarray]],
     palette: Sequence[Sequence[int]],
+    class_names: Sequence[str] = (),
+    backend: str = "ONNX Runtime",
+    ignore_index: int = 255,
 ) -> Path:
-    """Draw input | ground truth | each prediction (label maps at any size: shown at the image's size)."""
+    """Draw input | ground truth | each prediction (label maps at any size: shown at the image's size), each
+    prediction titled with its backend and precision and its mean IoU on this image, over a class colour legend."""
     lut = palette_lut(tuple(tuple(c) for c in palette))
     hw = image.shape[:2]
-    panels = [("input", image), ("ground truth", colorize(resize_labels(ground_truth, hw), lut))]
-    panels += [(name, colorize(resize_labels(labels, hw), lut)) for name, labels in predictions]
+    truth = resize_labels(ground_truth, hw)
+    panels = [("input\n", image), ("ground truth\n", colorize(truth, lut))]
+    for name, labels in predictions:
+        pred = resize_labels(labels, hw)
+        miou = image_miou(pred, truth, len(palette), ignore_index)
+        score = "mean IoU -" if np.isnan(miou) else f"mean IoU {100 * miou:.1f}%"
+        panels.append((f"{backend} {name}\n{score}", colorize(pred, lut)))
+    legend = list(zip(class_names, palette, strict=False))
     buf = io.BytesIO()
-    Image.fromarray(side_by_side(panels)).save(buf, format="PNG")
+    Image.fromarray(side_by_side(panels, legend)).save(buf, format="PNG")
     write_bytes(path, buf.getvalue())
     return path
