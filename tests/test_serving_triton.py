@@ -62,6 +62,48 @@ def test_class_maps_equal_local_onnxruntime(served, scheme, port) -> None:
             assert len(np.unique(want["labels"])) > 1  # a class map worth comparing
 
 
+def test_concurrent_clients_each_get_their_own_answer(served) -> None:
+    """8 clients at once for a few seconds (dynamic batching merges their requests server-side): no failed request,
+    and every answer is the local result for that client's own input. Throughput is benchmarks/triton_load.py's."""
+    import threading
+    import time
+
+    server, local, _, _ = served
+    inputs = [np.random.default_rng(10 + k).normal(size=(1, 3, 24, 32)).astype(np.float32) for k in range(8)]
+    wants = [local.run(x)["labels"] for x in inputs]
+    counts, failures = [0] * 8, []
+    stop_at = time.monotonic() + 4.0
+
+    def client(k: int) -> None:
+        with TritonBackend(f"triton://{server.http_url}/tiny", timeout=20, retries=0) as remote:
+            while time.monotonic() < stop_at:
+                try:
+                    got = remote.run(inputs[k])["labels"]
+                except Exception as e:
+                    failures.append(str(e))
+                    return
+                if not np.array_equal(got, wants[k]):
+                    failures.append(f"client {k}: another request's answer")
+                    return
+                counts[k] += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures and all(c >= 1 for c in counts), (failures, counts)
+    import tritonclient.http as th
+
+    stats_client = th.InferenceServerClient(server.http_url)
+    try:
+        [stats] = stats_client.get_inference_statistics("tiny")["model_stats"]
+    finally:
+        stats_client.close()
+    # Requests were merged into shared executions (and split back correctly, as checked above).
+    assert stats["inference_count"] > stats["execution_count"], stats
+
+
 def test_pictures_through_the_ensemble(served) -> None:
     import tritonclient.http as th
 
