@@ -25,13 +25,19 @@ from fcn_deploy.core.scoring import score_pairs
 from fcn_deploy.runtime.ort_backend import OrtBackend
 
 
-def latency_ms(backends: Sequence[Backend], batch: np.ndarray, runs: int, warmup: int = 2) -> list[float]:
-    """Median milliseconds per backend, runs interleaved (A B A B ...) so load drift hits both alike."""
+def latency_ms(backends: Sequence[Backend], batch: np.ndarray, runs: int, warmup: int = 2, min_s: float = 0.5,
+               max_runs: int = 500) -> list[float]:  # fmt: skip
+    """Median milliseconds per backend, runs interleaved (A B A B ...) so load drift hits both alike: at least
+    `runs` rounds and at least `min_s` seconds in all (up to `max_runs` rounds), since a handful of runs on a shared
+    machine swung the ratio from x0.3 to x20."""
     for b in backends:
         for _ in range(warmup):
             b.run(batch)
     times: list[list[float]] = [[] for _ in backends]
-    for _ in range(runs):
+    started = time.perf_counter()
+    rounds = 0
+    while rounds < runs or (time.perf_counter() - started < min_s and rounds < max_runs):
+        rounds += 1
         for k, b in enumerate(backends):
             t0 = time.perf_counter()
             b.run(batch)
