@@ -19,6 +19,9 @@ def _pyplot():
         import matplotlib
     except ImportError:
         raise MissingDependencyError("plots need matplotlib; pip install 'fcn-deploy[report]'") from None
+    import logging
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # no "generated new fontManager" in our output
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

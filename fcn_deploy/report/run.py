@@ -53,7 +53,9 @@ def build_report(cfg: ReportConfig, echo: Callable[[str], None] | None = None,
 
     say("[1/3] models")
     fp32, plans = build_models(cfg, inp, models, builder, say)
-    say(f"[2/3] evaluating {sum(1 for p in plans if p.model)} backend/precision pairs x {len(inp.sizes)} size(s)")
+    others = sum(1 for p in plans if p.model and (p.backend, p.precision) != ("onnxruntime", "fp32"))
+    say(f"[2/3] evaluating the ONNX Runtime FP32 reference and {others} more backend/precision pair(s) x "
+        f"{len(inp.sizes)} size(s)")
     scored = score_rows(cfg, inp, plans, fp32, say)
 
     say("[3/3] writing the report")
