@@ -28,6 +28,7 @@ COMMANDS = {
     "package": "fcn_deploy.cli.package:command",
     "serve": "fcn_deploy.cli.serve:command",
     "demo": "fcn_deploy.cli.demo:command",
+    "doctor": "fcn_deploy.cli.doctor:command",
 }
 
 
