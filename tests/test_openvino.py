@@ -220,7 +220,8 @@ def _four_class_model(path, seed=0, opt_shape=(64, 64)):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     card = ModelCard.default("fcn8s", 4, outputs=(OutputSpec("labels", "labels"),), min_shape=(8, 8),
-                             opt_shape=opt_shape, training_dataset="synthetic")  # fmt: skip
+                             opt_shape=opt_shape, training_dataset="synthetic",
+                             class_names=("background", "disc", "box", "triangle"))  # the dataset's  # fmt: skip
     card.attach(model)
     onnx.save(model, str(path))
     return path
