@@ -22,7 +22,7 @@ from fcn_deploy.core.preprocess import preprocess  # noqa: E402
 from fcn_deploy.runtime.ort_backend import OrtBackend  # noqa: E402
 from fcn_deploy.serving.client import TritonBackend  # noqa: E402
 from fcn_deploy.serving.repository import TritonOptions, package_triton  # noqa: E402
-from fcn_deploy.serving.server import TritonServer, find_server  # noqa: E402
+from fcn_deploy.serving.server import TritonServer, find_server, free_port  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
@@ -189,6 +189,10 @@ def test_bad_urls_are_one_line_errors() -> None:
         open_backend("triton://127.0.0.1:8000/")
     with pytest.raises(FcnDeployError, match="FP32 only"):
         open_backend("triton://127.0.0.1:8000/m", precision="bf16")
+    with pytest.raises(FcnDeployError, match="unknown option 'timout'"):
+        open_backend("triton://127.0.0.1:8000/m?timout=3")
+    with pytest.raises(FcnDeployError, match="no answer from the Triton server after 1 try "):
+        open_backend(f"triton://127.0.0.1:{free_port()}/m?timeout=2&retries=0")  # nothing listens there
 
 
 def _servers_on(http_port: int) -> list[int]:

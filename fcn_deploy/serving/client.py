@@ -1,5 +1,5 @@
 """A model on a Triton server behind the one Backend contract: `triton://HOST:PORT/MODEL` (HTTP) or
-`triton+grpc://HOST:PORT/MODEL` (gRPC). The card comes from the served config's `fcn_deploy_card` parameter, so
+`triton+grpc://HOST:PORT/MODEL` (gRPC), optionally with `?timeout=SECONDS&retries=N`. The card comes from the served config's `fcn_deploy_card` parameter, so
 `infer`, `profile`, `evaluate` and `report` treat a server exactly like a local model.
 
 Every request has a timeout; a request that fails because the server cannot be reached reconnects with back-off
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
@@ -26,6 +26,22 @@ PREFIXES = tuple(f"{s}://" for s in SCHEMES)
 
 def is_triton_url(text: Any) -> bool:
     return isinstance(text, str) and text.startswith(PREFIXES)
+
+
+def url_options(url: str) -> dict[str, float]:
+    """`?timeout=SECONDS&retries=N` on a Triton URL (defaults 30 s, 3 reconnect tries)."""
+    out: dict[str, float] = {}
+    for key, values in parse_qs(urlsplit(url).query, keep_blank_values=True).items():
+        if key not in ("timeout", "retries"):
+            raise FcnDeployError(f"{url}: unknown option {key!r}; a Triton URL takes ?timeout=SECONDS&retries=N")
+        try:
+            value = float(values[-1])
+        except ValueError:
+            raise FcnDeployError(f"{url}: {key}={values[-1]!r} is not a number") from None
+        if value < 0 or (key == "timeout" and value == 0):
+            raise FcnDeployError(f"{url}: {key} must be positive")
+        out[key] = value
+    return out
 
 
 def parse_url(url: str) -> tuple[str, str, str]:
@@ -61,11 +77,12 @@ def _modules(protocol: str) -> Any:
 class TritonBackend(Backend):
     name = "triton"
 
-    def __init__(self, url: str, timeout: float = 30.0, retries: int = 3, backoff: float = 0.5) -> None:
+    def __init__(self, url: str, timeout: float | None = None, retries: int | None = None, backoff: float = 0.5) -> None:
         self.url = url
         self.protocol, self.address, self.model = parse_url(url)
-        self.timeout = float(timeout)
-        self.retries = int(retries)
+        options = url_options(url)
+        self.timeout = float(timeout if timeout is not None else options.get("timeout", 30.0))
+        self.retries = int(retries if retries is not None else options.get("retries", 3))
         self.backoff = float(backoff)
         self.reconnects = 0
         self._mod, self._server_error = _modules(self.protocol)
@@ -124,7 +141,8 @@ class TritonBackend(Backend):
                     raise FcnDeployError(f"{self.url}: the server refused the request ({reason})") from None
                 if attempt == self.retries:
                     raise FcnDeployError(
-                        f"{self.url}: no answer from the Triton server after {self.retries + 1} tries ({reason}); "
+                        f"{self.url}: no answer from the Triton server after {self.retries + 1} "
+                        f"{'try' if self.retries == 0 else 'tries'} ({reason}); "
                         "check that it runs (`fcn-deploy serve REPO`) and the address"
                     ) from None
             time.sleep(delay)
