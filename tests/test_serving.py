@@ -182,3 +182,19 @@ def test_cli_package_one_line_errors(tmp_path) -> None:
     assert list(c.dynamic_batching.preferred_batch_size) == [4]
     bad = runner.invoke(main, ["package", str(model), "-o", str(tmp_path / "r2"), "--preferred-batch-sizes", "16"])
     assert bad.exit_code == 1 and "Error: --preferred-batch-sizes [16]" in bad.output and "Traceback" not in bad.output
+
+
+def test_no_server_anywhere_is_a_missing_dependency(tmp_path, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    import fcn_deploy.serving.server as server
+    from fcn_deploy.cli import main
+    from fcn_deploy.core.errors import MissingDependencyError
+
+    monkeypatch.setattr(server.shutil, "which", lambda name: None)
+    monkeypatch.setattr(server.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(MissingDependencyError, match="nvidia-pytriton"):
+        server.find_server()
+    (tmp_path / "repo").mkdir()
+    r = CliRunner().invoke(main, ["serve", str(tmp_path / "repo")])
+    assert r.exit_code == 3 and "nvidia-pytriton" in r.output and "Traceback" not in r.output

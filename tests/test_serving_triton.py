@@ -238,3 +238,18 @@ def test_serve_cli_waits_for_readiness_and_stops_on_sigterm(served) -> None:
     while _servers_on(http) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _servers_on(http)  # no orphaned tritonserver
+
+
+def test_a_model_the_server_cannot_load_is_a_one_line_error(tmp_path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "broken" / "1").mkdir(parents=True)
+    (repo / "broken" / "1" / "model.py").write_text("raise RuntimeError('broken on purpose')\n")
+    (repo / "broken" / "config.pbtxt").write_text(
+        'name: "broken" backend: "python" max_batch_size: 0 '
+        'input [{name: "x" data_type: TYPE_FP32 dims: [1]}] output [{name: "y" data_type: TYPE_FP32 dims: [1]}] '
+        'instance_group [{kind: KIND_CPU count: 1}]'
+    )
+    server = TritonServer(repo, log_file=tmp_path / "log")
+    with pytest.raises(FcnDeployError, match="tritonserver exited with code .* while loading"):
+        server.start(60)
+    assert server.process.returncode is not None and "broken on purpose" in (tmp_path / "log").read_text()
