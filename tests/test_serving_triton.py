@@ -149,9 +149,11 @@ def test_infer_cli_against_the_server_equals_local(served, tmp_path) -> None:
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / f"{i}.png")
     runner = CliRunner()
     outs = {}
-    for tag, target in (("local", str(model)), ("triton", f"triton://{server.http_url}/tiny")):
-        r = runner.invoke(main, ["infer", target, "--source", str(images), "--native", "--headless",
-                                 "--save-labels", str(tmp_path / tag)])  # fmt: skip
+    # The server runs ONNX Runtime: compare with local ONNX Runtime (auto may pick another CPU runtime).
+    for tag, target, backend in (("local", str(model), "onnxruntime"),
+                                 ("triton", f"triton://{server.http_url}/tiny", "auto")):
+        r = runner.invoke(main, ["infer", target, "--backend", backend, "--source", str(images), "--native",
+                                 "--headless", "--save-labels", str(tmp_path / tag)])  # fmt: skip
         assert r.exit_code == 0, r.output
         outs[tag] = sorted((tmp_path / tag).iterdir())
     assert [p.name for p in outs["local"]] == [p.name for p in outs["triton"]] and len(outs["local"]) == 2
