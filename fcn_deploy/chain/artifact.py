@@ -17,6 +17,17 @@ from typing import Any, Protocol
 Progress = Callable[[str], None]
 
 
+def replacing(path: Path, why: str) -> str:
+    """The one line every step prints before it writes over a file that is already there (and not reusable)."""
+    return f"  replacing {path} ({why})"
+
+
+def replacements_only(echo: Progress | None = None) -> Progress:
+    """A progress sink for a command that prints its own summary: it shows only the `replacing` lines."""
+    sink = echo or to_stderr
+    return lambda text: sink(text.strip()) if text.lstrip().startswith("replacing ") else None
+
+
 def to_stderr(text: str) -> None:
     """The default progress sink: one line per step."""
     print(text, file=sys.stderr, flush=True)

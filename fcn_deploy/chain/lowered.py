@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fcn_deploy.calibration.api import QuantizeConfig, default_output
-from fcn_deploy.chain.artifact import Artifact, Parent, Progress, plain, resolve, to_stderr
+from fcn_deploy.chain.artifact import Artifact, Parent, Progress, plain, replacing, resolve, to_stderr
 from fcn_deploy.core.atomic import sha256_file
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
@@ -104,10 +104,13 @@ class LoweredOnnx:
             if scratch is None:
                 raise FcnDeployError(f"{parent}: a transient {self.precision} ONNX needs a scratch folder")
             output = scratch / default_output(parent, self.precision).name
-        if self.reuse and output.is_file() and self.mismatch(output, parent) is None:
+        why = self.mismatch(output, parent) if output.is_file() else None
+        if self.reuse and output.is_file() and why is None:
             self.say(f"  reusing {output}")
             self._made = Artifact(output, reused=True)
             return self._made
+        if output.is_file():
+            self.say(replacing(output, why or "an earlier lowering"))
         from fcn_deploy.calibration.api import quantize
 
         self.say(f"  lowering {parent} to {self.precision} ({self.target}) -> {output}")

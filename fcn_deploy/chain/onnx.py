@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from fcn_deploy.chain.artifact import Artifact, Progress, plain, to_stderr
+from fcn_deploy.chain.artifact import Artifact, Progress, plain, replacing, to_stderr
 from fcn_deploy.core.atomic import sha256_file
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
@@ -50,6 +50,9 @@ class OnnxFromCheckpoint:
             return self._made
         from fcn_deploy.export.onnx_export import export_onnx, model_for_export
 
+        if self.output.is_file():
+            why = "an earlier export" if not self.reuse else "not exported from this checkpoint with these options"
+            self.say(replacing(self.output, why))
         self.say(f"  exporting {self.checkpoint or 'an untrained model'} -> {self.output}")
         model, card, _ = model_for_export(self.checkpoint, **self.architecture)
         card = card.replace(provenance={**card.provenance, OPTIONS_KEY: self.record()})

@@ -49,6 +49,7 @@ def command(
     """Export an FCN to ONNX (dynamic H/W, model card inside), validated against PyTorch before it is written."""
     from pathlib import Path
 
+    from fcn_deploy.chain.artifact import replacements_only
     from fcn_deploy.chain.onnx import OnnxFromCheckpoint
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.core.paths import check_outputs
@@ -80,7 +81,7 @@ def command(
         )
     # A command that names its output exports it again (reuse=False): it prints the parity checks it ran.
     step = OnnxFromCheckpoint(checkpoint, Path(output), options, architecture=architecture, reuse=False,
-                              say=lambda text: None)  # fmt: skip
+                              say=replacements_only())  # fmt: skip
     report = step().result
     if as_json:
         click.echo(json.dumps(report.to_dict()))
