@@ -94,3 +94,20 @@ def source_input(source: str | None) -> str | None:
             fixed.append(part)
         return str(Path(*fixed)) if fixed else "."
     return source
+
+
+def read_user_text(path: PathLike, what: str = "text file") -> str:
+    """A user's text file (class list, split list) as UTF-8; a file in another encoding or unreadable is one line
+    naming it and the offending byte."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise FcnDeployError(f"{p}: cannot read this {what} ({e.strerror}); check the path and permissions") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise FcnDeployError(
+            f"{p}: {what} is not UTF-8 (byte 0x{data[e.start]:02x} on line {line}); save it as UTF-8"
+        ) from None

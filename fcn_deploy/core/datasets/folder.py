@@ -24,6 +24,7 @@ from fcn_deploy.core.card import voc_palette
 from fcn_deploy.core.datasets.base import FileDataset, require_nonempty, require_root
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.images import error_reason, list_images
+from fcn_deploy.core.paths import read_user_text
 
 
 def read_classes(root: Path) -> tuple[list[str] | None, list | None, int | None]:
@@ -31,8 +32,8 @@ def read_classes(root: Path) -> tuple[list[str] | None, list | None, int | None]
     json_path, txt_path = root / "classes.json", root / "classes.txt"
     if json_path.is_file():
         try:
-            data = json.loads(json_path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = json.loads(read_user_text(json_path, "class list"))
+        except ValueError as exc:
             raise FcnDeployError(
                 f"cannot parse {json_path} ({error_reason(exc)}); write valid JSON"
             ) from None
@@ -45,7 +46,7 @@ def read_classes(root: Path) -> tuple[list[str] | None, list | None, int | None]
             )
         return names, data.get("palette"), data.get("ignore_index")
     if txt_path.is_file():
-        names = [line.strip() for line in txt_path.read_text().splitlines() if line.strip()]
+        names = [line.strip() for line in read_user_text(txt_path, "class list").splitlines() if line.strip()]
         if not names:
             raise FcnDeployError(f"{txt_path} is empty; write one class name per line")
         return names, None, None
@@ -119,7 +120,7 @@ class FolderSegmentation(FileDataset):
         by_stem = _by_stem(images)
         split_list = base / f"{split}.txt"
         if folder == base and split_list.is_file():
-            wanted = [line.strip() for line in split_list.read_text().splitlines() if line.strip()]
+            wanted = [line.strip() for line in read_user_text(split_list, "split list").splitlines() if line.strip()]
             missing = [s for s in wanted if s not in by_stem]
             if missing:
                 raise FcnDeployError(

@@ -7,6 +7,7 @@ from pathlib import Path
 from fcn_deploy.core.card import voc_palette
 from fcn_deploy.core.datasets.base import FileDataset, require_dir, require_nonempty, require_root
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.paths import read_user_text
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -33,7 +34,7 @@ class VOCSegmentation(FileDataset):
         masks = require_dir(
             base / "SegmentationClass", "mask folder", "point --data-root at VOCdevkit/VOC2012"
         )
-        names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
+        names = [line.split()[0] for line in read_user_text(list_file, "split list").splitlines() if line.strip()]
         pairs = [(images / f"{n}.jpg", masks / f"{n}.png") for n in names]
         require_nonempty(pairs, list_file, split, self.name)
         for image, mask in pairs:
