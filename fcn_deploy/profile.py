@@ -22,6 +22,7 @@ import numpy as np
 from fcn_deploy.core.backend import Backend
 from fcn_deploy.core.environment import fingerprint
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.memory import check_fits
 from fcn_deploy.core.preprocess import preprocess
 from fcn_deploy.core.shapes import format_hw
 from fcn_deploy.core.timing import latency_stats
@@ -85,6 +86,8 @@ def input_batch(backend: Backend, shape: tuple[int, int] | None, batch: int, see
             f"--shape {format_hw(shape)}: this model has a static input of {format_hw(fixed)}; "
             f"pass --shape {format_hw(fixed)} or re-export it with dynamic axes"
         )
+    check_fits(batch * 3 * shape[0] * shape[1] * (1 + 4 * 2), f"--shape {format_hw(shape)} x batch {batch}",
+               "profile a smaller --shape or --batch")  # uint8 pixels + float32 input and its copy; fmt: skip
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, (shape[0], shape[1], 3), dtype=np.uint8)
     one = preprocess(pixels, backend.card.normalization)

@@ -22,9 +22,14 @@ DEFAULT = ModelConfig()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(variant, num_classes, width, padding, batch_norm, learn_upsampling, input_size, as_json) -> None:
     """Describe an FCN build: parameters, multiply-adds and output size from a real forward pass."""
+    from fcn_deploy.core.memory import check_fits
     from fcn_deploy.core.shapes import parse_hw
 
     hw = parse_hw(input_size, "--input-size")
+    pad = 200 if padding == "paper" else 0  # the paper's pad=100 on the first conv
+    # the forward pass holds a few first-block activations: 64 * width channels, float32, at the padded size
+    check_fits(3 * 4 * max(1, 64 * width) * (hw[0] + pad) * (hw[1] + pad), f"--input-size {input_size}",
+               "pick a smaller size; multiply-adds scale with H x W")  # fmt: skip
     config = ModelConfig(variant, num_classes, width, padding, batch_norm, learn_upsampling)
     from fcn_deploy.training.fcn import build_model, count_macs
 
