@@ -32,8 +32,8 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--int8", "precision", flag_value="int8", help="INT8 with explicit Q/DQ nodes.")
-@click.option("--fp16", "precision", flag_value="fp16", help="FP16 mixed precision (I/O stays FP32).")
+@click.option("--int8", "int8", is_flag=True, help="INT8 with explicit Q/DQ nodes.")
+@click.option("--fp16", "fp16", is_flag=True, help="FP16 mixed precision (I/O stays FP32).")
 @click.option("--calib-data", type=click.Path(path_type=Path), help="Folder of calibration images.")
 @click.option("--calib-dataset", help="Dataset split for calibration, e.g. camvid or camvid:train.")
 @click.option("--data-root", type=click.Path(path_type=Path), help="Where --calib-dataset lives.")
@@ -61,13 +61,16 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
 @click.option("--plan-images", type=int, default=DEFAULTS.plan_images, show_default=True,
               help="--auto: calibration images held out from the ranges to judge the plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def command(model, precision, calib_data, calib_dataset, data_root, calib_video, num_images, method, calib_shapes,
+def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video, num_images, method, calib_shapes,
             target, exclude, cache, output, mean, std, seed, eval_images, fp16_max_activation, auto, max_drop, metric,
             plan_images, as_json) -> None:
     """Lower MODEL.onnx to INT8 or FP16, calibrated on real images, and write a JSON summary beside it."""
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.core.shapes import parse_hw_list
 
+    if int8 and fp16:
+        raise FcnDeployError("--int8 and --fp16 exclude each other; pick one")
+    precision = "int8" if int8 else "fp16" if fp16 else None
     if precision is None:
         raise FcnDeployError("choose a precision: --int8 or --fp16")
     from fcn_deploy.chain.lowered import LoweredOnnx
