@@ -192,6 +192,14 @@ def command(**opts) -> None:
         dataset_options["size"] = list(parse_hw(opts["synthetic_size"], "--synthetic-size"))
     if opts["synthetic_length"] is not None:
         dataset_options["length"] = opts["synthetic_length"]
+    import math
+
+    for name in ("lr", "weight_decay", "momentum", "width", "max_minutes"):
+        value = opts.get(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FcnDeployError(f"--{name.replace('_', '-')} {value}: must be a finite number")
+    if opts.get("lr") is not None and opts["lr"] <= 0:
+        raise FcnDeployError(f"--lr {opts['lr']}: the learning rate must be positive")
     fields = dict(
         variant=opts["variant"],
         width=opts["width"],
