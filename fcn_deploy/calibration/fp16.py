@@ -42,6 +42,39 @@ def block_list(
     return sorted(keep)
 
 
+# onnxconverter-common keeps Resize/Upsample FP32 by default, with Casts around them: TensorRT and ONNX Runtime
+# (CPU and CUDA) run them in FP16, so an FCN's upsampling would pay two casts per layer for nothing.
+FP16_OPS = ("Resize", "Upsample")
+
+
+def fp16_op_block_list(float16: Any) -> list[str]:
+    return [op for op in float16.DEFAULT_OP_BLOCK_LIST if op not in FP16_OPS]
+
+
+def float_resize_params(model: Any) -> None:
+    """Resize/Upsample data runs FP16, but their roi/scales inputs must stay float32 (ONNX type constraint): the
+    converter turned those initializers into FP16; give each such input a float32 copy."""
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type not in FP16_OPS:
+            continue
+        for slot in (1, 2) if node.op_type == "Resize" else (1,):
+            if slot >= len(node.input) or node.input[slot] not in inits:
+                continue
+            init = inits[node.input[slot]]
+            if init.data_type != onnx.TensorProto.FLOAT16:
+                continue
+            name = f"{init.name}_fp32"
+            if name not in inits:
+                copy = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), name)
+                model.graph.initializer.append(copy)
+                inits[name] = copy
+            node.input[slot] = name
+
+
 def convert(model: Any, keep_fp32: Sequence[str]) -> Any:
     try:
         from onnxconverter_common import float16
@@ -56,8 +89,10 @@ def convert(model: Any, keep_fp32: Sequence[str]) -> Any:
     with warnings.catch_warnings():  # one warning per tiny weight flushed to FP16's smallest normal value
         warnings.simplefilter("ignore", UserWarning)
         converted = float16.convert_float_to_float16(
-            model, keep_io_types=True, node_block_list=list(keep_fp32), max_finite_val=FP16_MAX
+            model, keep_io_types=True, node_block_list=list(keep_fp32), max_finite_val=FP16_MAX,
+            op_block_list=fp16_op_block_list(float16),
         )
+    float_resize_params(converted)
     return onnx.shape_inference.infer_shapes(converted)
 
 

@@ -8,7 +8,8 @@ on ORT CPU here, and it silently falls back to random scales without data.
 - `tensorrt`: symmetric int8 everywhere (zero point 0), per-channel weight scales on axis 0 for Conv and for
   ConvTranspose too (its input channel: TensorRT's deconvolution kernels take no per-output-channel scales,
   NVIDIA/TensorRT#2380; ModelOpt and pytorch-quantization use axis 0; ORT's own default is axis 1), per-tensor
-  activations; Q/DQ only on the inputs of Conv, ConvTranspose and Add (where TensorRT
+  activations; on a skip Add only the input that no Conv produced keeps its Q/DQ (NVIDIA's placement guide:
+  the Conv branch fuses into the Conv + Add kernel); Q/DQ only on the inputs of Conv, ConvTranspose and Add (where TensorRT
   fuses them), never on their outputs or the network output; no int32 bias Q/DQ (TensorRT's parser rejects it).
 - `onnxruntime`: what ORT CPU turns into QLinearConv-style int8 kernels (U8S8): asymmetric uint8 activations,
   symmetric int8 per-channel weights, int32 biases, Q/DQ around every op ORT quantizes. Weights use 7 bits
@@ -156,6 +157,43 @@ def deconv_weight_axis0(model: Any) -> dict[str, list[dict[str, int]]]:
             if n.op_type == "ConvTranspose" and len(n.input) > 1 and n.input[1] in inits}  # fmt: skip
 
 
+def unquantize_fusable_add_inputs(model: Any) -> list[str]:
+    """On each Add with Q/DQ on both inputs, drop the pair on the input a Conv produced (NVIDIA's Q/DQ placement
+    guide: TensorRT fuses Conv + Add only when that branch stays unquantized; the other input keeps its Q/DQ).
+    Returns the Add nodes changed. Q/DQ pairs that feed other nodes too are left in place."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    changed, dead = [], set()
+    for node in graph.node:
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        dqs = [producer.get(i) for i in node.input]
+        if not all(d is not None and d.op_type == "DequantizeLinear" for d in dqs):
+            continue
+        for slot, dq in enumerate(dqs):
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue
+            source = producer.get(q.input[0])
+            if source is None or source.op_type != "Conv":
+                continue
+            if consumers.get(dq.output[0], 0) != 1 or consumers.get(q.output[0], 0) != 1:
+                continue
+            node.input[slot] = q.input[0]
+            dead.update((id(q), id(dq)))
+            changed.append(node.name)
+            break  # one input stays quantized
+    if dead:
+        keep = [n for n in graph.node if id(n) not in dead]
+        del graph.node[:]
+        graph.node.extend(keep)
+    return changed
+
+
 def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclude_nodes: Sequence[str]) -> Any:
     """Insert Q/DQ into `model` (an ONNX ModelProto with inferred shapes) and return the quantized ModelProto."""
     import numpy as np
@@ -194,6 +232,8 @@ def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclud
         extra,
     )
     quantizer.quantize_model()
+    if target == "tensorrt":
+        unquantize_fusable_add_inputs(quantizer.model.model)
     quantizer.model.topological_sort()  # the quantizer appends Q/DQ out of order; parsers and checker need order
     out = quantizer.model.model
     _check_outputs_float(out)
