@@ -310,3 +310,25 @@ def test_markdown_flags_rows_over_the_drop_budget():
     assert best_within_budget(rows)["model"] == "a.onnx"
     doc = json.loads(render_json(rows, {}))
     assert {r["precision"]: r["over_budget"] for r in doc["rows"]} == {"int8": True, "fp32": False}
+
+
+def test_pareto_labels_of_near_identical_points_do_not_overlap():
+    from fcn_deploy.report.plots import _place_labels, _pyplot
+
+    plt = _pyplot()
+    rows = [make_row("onnxruntime", p, "64x64", mean_iou=0.887, latency_ms_median=1.4 + 0.01 * i)
+            for i, p in enumerate(("fp32", "fp16", "int8", "bf16"))]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    try:
+        xs, ys = [r["latency_ms_median"] for r in rows], [100 * r["mean_iou"] for r in rows]
+        ax.scatter(xs, ys)
+        ax.set_xlim(0, 3)
+        ax.set_ylim(87.5, 90)
+        fig.canvas.draw()
+        boxes = _place_labels(fig, ax, rows, xs, ys)
+    finally:
+        plt.close(fig)
+    assert len(boxes) == 4
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)

@@ -63,7 +63,7 @@ _OFFSETS = [(8, 4), (8, -12), (-8, 4), (-8, -12), (8, 16), (8, -24), (-8, 16), (
             (-8, 28), (-8, -36), (8, 40), (8, -48)]  # fmt: skip
 
 
-def _place_labels(fig, ax, pts: Sequence[dict], xs: Sequence[float], ys: Sequence[float]) -> None:
+def _place_labels(fig, ax, pts: Sequence[dict], xs: Sequence[float], ys: Sequence[float]) -> list[tuple]:
     """Label every point without overlaps: each label takes the first offset whose box meets no placed label and no
     marker (drawn with a leader line when it had to move away); the rest keep the last offset tried."""
     renderer = fig.canvas.get_renderer()
@@ -74,22 +74,23 @@ def _place_labels(fig, ax, pts: Sequence[dict], xs: Sequence[float], ys: Sequenc
     def hits(b, boxes) -> bool:
         return any(b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3] for o in boxes)
 
+    inside = ax.get_window_extent(renderer)
     for k in sorted(range(len(pts)), key=lambda i: (xs[i], -ys[i])):
-        for n, (dx, dy) in enumerate(_OFFSETS):
-            text = ax.annotate(
-                row_label(pts[k]), (xs[k], ys[k]), textcoords="offset points", xytext=(dx, dy), fontsize=8,
-                ha="left" if dx > 0 else "right",
-                arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.6} if n > 1 else None,
-            )  # fmt: skip
+        for dx, dy in _OFFSETS:
+            # measured without its leader line: an arrow's extent would cover the marker it points at
+            text = ax.annotate(row_label(pts[k]), (xs[k], ys[k]), textcoords="offset points", xytext=(dx, dy),
+                               fontsize=8, ha="left" if dx > 0 else "right")  # fmt: skip
             bb = text.get_window_extent(renderer)
             box = (bb.x0, bb.y0, bb.x1, bb.y1)
-            inside = ax.get_window_extent(renderer)
             fits = inside.x0 <= bb.x0 and bb.x1 <= inside.x1 and inside.y0 <= bb.y0 and bb.y1 <= inside.y1
+            text.remove()
             if fits and not hits(box, placed) and not hits(box, marker_boxes):
                 break
-            if n < len(_OFFSETS) - 1:
-                text.remove()
+        ax.annotate(row_label(pts[k]), (xs[k], ys[k]), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                    ha="left" if dx > 0 else "right",
+                    arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.6} if (dx, dy) not in _OFFSETS[:4] else None)  # fmt: skip
         placed.append(box)
+    return placed  # the labels' boxes (display pixels)
 
 
 def _legend(ax, rows: Sequence[dict], front: bool) -> None:
