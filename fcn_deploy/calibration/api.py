@@ -23,6 +23,7 @@ from fcn_deploy.core.atomic import sha256_file, write_bytes, write_text
 from fcn_deploy.core.card import METADATA_KEY, ModelCard, Normalization, OutputSpec
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.onnx_io import stamp_weights
+from fcn_deploy.core.shapes import format_hw
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,11 @@ def _select_images(cfg: QuantizeConfig) -> tuple[ImageSet, ImageSet]:
     return from_video(cfg.calib_video, cfg.num_images, cfg.seed, cfg.eval_images)
 
 
+def shapes_text(shapes: Any) -> str:
+    """Calibration shapes as a person writes them: '64x64, 128x128' (None: each image at its own size)."""
+    return ", ".join("each image's own size" if s is None else format_hw(tuple(s)) for s in shapes)
+
+
 def _input_and_shapes(model: Any, card: ModelCard | None, cfg: QuantizeConfig):
     weights = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in weights]
@@ -133,7 +139,7 @@ def _input_and_shapes(model: Any, card: ModelCard | None, cfg: QuantizeConfig):
     if cfg.calib_shapes:
         if static and any(tuple(s) != static for s in cfg.calib_shapes):
             raise FcnDeployError(f"{cfg.model}: input is fixed at {static[0]}x{static[1]}; "
-                                 f"--calib-shapes {cfg.calib_shapes} cannot be fed")
+                                 f"--calib-shapes {shapes_text(cfg.calib_shapes)} cannot be fed")
         return name, tuple(tuple(s) for s in cfg.calib_shapes)
     if static:
         return name, (static,)
@@ -207,7 +213,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         if cached is None:
             tensors = ranges.calibration_tensors(prepared, op_types)
             log.info("calibrating %d tensors on %d images at %s (%s)", len(tensors), len(calib_images),
-                     shapes, key.method)
+                     shapes_text(shapes), key.method)
             tensor_ranges = ranges.collect_ranges(source, reader(), tensors, key.method)
             if cfg.cache:
                 calib_cache.save(cfg.cache, key, tensor_ranges)
