@@ -207,3 +207,20 @@ def test_build_engine_int8_auto_lowers_with_the_plan_and_the_chain_reuses_it(set
     options = BuildOptions(Profile("image", (1, 1, 1), (16, 16), (32, 32), (64, 64)))
     command = rebuild_command(model, tmp_path / "m.engine", options, step)
     assert " --auto " in command and "--max-drop=1.0" in command and "--metric=agreement" in command
+
+
+def test_report_auto_builds_and_marks_the_auto_int8_row(tmp_path):
+    from fcn_deploy.report.inputs import ReportConfig
+    from fcn_deploy.report.run import build_report
+
+    model = fragile_fcn(tmp_path / "m.onnx")
+    cfg = ReportConfig(output=tmp_path / "r", dataset="synthetic", onnx=model, precisions=("fp32", "int8"),
+                       backends=("onnxruntime",), sizes=((32, 32),), max_images=2, calib_images=8,
+                       calib_method="minmax", auto=True, max_drop=5.0, metric="agreement", latency_warmup_s=0.0,
+                       latency_duration_s=0.0, latency_iterations=2, num_samples=1)  # fmt: skip
+    rows = {r["precision"]: r for r in build_report(cfg, echo=lambda s: None).rows}
+    auto = rows["int8"]
+    assert auto["status"] == "ok", auto
+    assert auto["model"].endswith("model.int8-auto.onnx")
+    assert auto["auto_plan_kept_groups"][0] == "score" and auto["auto_plan_drop"] <= 5.0
+    assert "auto_plan_kept_groups" not in rows["fp32"]

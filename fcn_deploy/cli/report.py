@@ -32,9 +32,12 @@ DEFAULTS = ReportConfig(output=Path("report"), dataset="synthetic")  # the libra
               help="Timing seconds per row.")
 @click.option("--device", type=click.Choice(DEVICES), default=DEFAULTS.device, show_default=True,
               help="Device of the PyTorch and ONNX Runtime rows (TensorRT rows always run on the GPU).")
+@click.option("--auto", is_flag=True, help="INT8 rows use `quantize --auto`'s measured FP32-group plan.")
+@click.option("--max-drop", type=float, default=DEFAULTS.max_drop, show_default=True, help="--auto budget (points).")
+@click.option("--metric", type=click.Choice(("miou", "agreement")), help="--auto metric (default: miou).")
 @click.option("--output", type=click.Path(), default="report", show_default=True, help="Report directory.")
 def command(checkpoint, onnx_path, dataset, data_root, split, max_images, precisions, backends, sizes,
-            calib_images, latency_s, device, output) -> None:
+            calib_images, latency_s, device, auto, max_drop, metric, output) -> None:
     """Build what is missing (export, FP16/INT8, engines), evaluate each row, write report.md/json/csv and plots."""
     from fcn_deploy.core.paths import check_outputs
     from fcn_deploy.core.shapes import parse_hw_list
@@ -49,7 +52,7 @@ def command(checkpoint, onnx_path, dataset, data_root, split, max_images, precis
         onnx=Path(onnx_path) if onnx_path else None, data_root=data_root, split=split, max_images=max_images,
         precisions=tuple(precisions.split(",")), backends=tuple(backends.split(",")),
         sizes=tuple(parse_hw_list(sizes, "--sizes")) if sizes else None, calib_images=calib_images,
-        latency_duration_s=latency_s, device=device,
+        latency_duration_s=latency_s, device=device, auto=auto, max_drop=max_drop, metric=metric,
     )
     result = build_report(cfg)
     click.echo(markdown_table(result.rows))

@@ -37,6 +37,9 @@ class ReportConfig:
     sizes: tuple[tuple[int, int], ...] | None = None  # default: the card's opt shape
     calib_images: int = DEFAULT_CALIB_IMAGES
     calib_method: str = "entropy"
+    auto: bool = False  # INT8 rows use `quantize --auto`'s measured plan (fcn_deploy.calibration.plan)
+    max_drop: float = 0.3  # --auto budget (points)
+    metric: str | None = None  # --auto metric: miou | agreement
     latency_warmup_s: float = 0.5
     latency_duration_s: float = DEFAULT_LATENCY_S
     latency_iterations: int | None = None

@@ -73,10 +73,12 @@ def lowered_steps(cfg: ReportConfig, inp: Inputs, fp32: Parent, models: Path, sa
                 steps[(target, precision)] = steps[("onnxruntime", "fp16")]
                 continue
             suffix = f"{precision}-trt" if (precision == "int8" and target == "tensorrt") else precision
-            output = models / f"model.{suffix}.onnx"
+            auto = precision == "int8" and cfg.auto  # the --auto plan: its files (and rows' model) say so
+            output = models / f"model.{suffix}{'-auto' if auto else ''}.onnx"
             steps[(target, precision)] = LoweredOnnx(
                 fp32, precision, output, target=target, say=say,
-                calibration={**calibration, "cache": output.with_name(output.name + ".calib.json")},
+                calibration={**calibration, "cache": output.with_name(output.name + ".calib.json"),
+                             **({"auto": True, "max_drop": cfg.max_drop, "metric": cfg.metric} if auto else {})},
             )  # fmt: skip
     return steps
 

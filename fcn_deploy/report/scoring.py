@@ -99,7 +99,25 @@ def ok_row(plan: RowPlan, size_text: str, ev: Evaluation, agree: float) -> dict:
         latency_ms_median=lat["median"], latency_ms_p95=lat["p95"], latency_ms_mean=lat["mean"],
         latency_ms_min=lat["min"], latency_ms_p99=lat["p99"], latency_cv_pct=lat["cv_pct"],
         model_bytes=row_bytes(plan), model=str(plan.model), per_class_iou=m["per_class_iou"],
+        **auto_plan_mark(plan.model),
     )  # fmt: skip
+
+
+def auto_plan_mark(model: Any) -> dict[str, Any]:
+    """The row's mark for a model lowered by `--auto`: the groups its plan kept in FP32 and the plan's drop."""
+    if not str(model).endswith(".onnx"):
+        return {}
+    from fcn_deploy.core.card import ModelCard
+    from fcn_deploy.core.onnx_io import load_onnx
+
+    try:
+        plan = ModelCard.from_onnx(load_onnx(Path(model)), str(model)).provenance.get("lowering", {}).get("auto_plan")
+    except FcnDeployError:
+        return {}
+    if not plan:
+        return {}
+    return {"auto_plan_kept_groups": plan["kept_groups"], "auto_plan_metric": plan["metric"],
+            "auto_plan_max_drop": plan["max_drop"], "auto_plan_drop": (plan.get("final") or {}).get("drop")}
 
 
 def score_rows(cfg: ReportConfig, inp: Inputs, plans: list[RowPlan], fp32: Path, say: Any) -> Scored:
