@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 
 from fcn_deploy.core.backend import Backend
@@ -57,7 +58,8 @@ def open_backend(
     device None: cuda for TensorRT engines, cpu for everything else; "auto": a GPU where the backend sees one.
     trust_engine: run an engine whose manifest is missing or does not match (TensorRT checks it otherwise).
     precision None/"fp32": compute as the graph says; "bf16": OpenVINO on a CPU with AVX512-BF16 or AMX
-    (`auto` picks OpenVINO for it).
+    (`auto` picks OpenVINO for it). On the CPU `auto` picks the fastest installed runtime for a .onnx
+    (fcn_deploy.runtime.cpu_auto) and logs which and why.
     """
     if isinstance(model_path, str) and model_path.startswith(("triton://", "triton+http://", "triton+grpc://")):
         if backend not in ("auto", "triton") or precision not in (None, "fp32"):
@@ -71,8 +73,13 @@ def open_backend(
     if precision not in (None, *PRECISIONS):
         raise FcnDeployError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     kind = backend_for(path, backend)
-    if precision == "bf16" and backend == "auto" and kind == "onnxruntime":
-        kind = "openvino"
+    if backend == "auto" and kind == "onnxruntime" and _on_cpu(device):
+        from fcn_deploy.runtime.cpu_auto import choose_cpu_backend  # the measured rule (README)
+
+        kind, why = choose_cpu_backend(path, precision)
+        # Said aloud when it departs from the file-type default (ONNX Runtime), in --verbose otherwise.
+        level = logging.INFO if kind != "onnxruntime" else logging.DEBUG
+        logging.getLogger("fcn_deploy.backends").log(level, "--backend auto: %s for %s: %s", kind, path.name, why)
     if precision == "bf16" and kind != "openvino":
         raise FcnDeployError(
             f"--precision bf16: the {kind} backend does not compute in BF16; use --backend openvino on a .onnx"
@@ -105,3 +112,16 @@ def open_backend(
     from fcn_deploy.training.backend import TorchBackend
 
     return TorchBackend.from_checkpoint(path, device=device or "cpu")
+
+
+def _on_cpu(device: str | None) -> bool:
+    """Whether a .onnx opened with `device` runs on the CPU: cpu, or auto without ONNX Runtime's CUDA provider."""
+    if device in (None, "cpu"):
+        return True
+    if device != "auto":
+        return False
+    try:
+        import onnxruntime
+    except ImportError:
+        return True
+    return "CUDAExecutionProvider" not in onnxruntime.get_available_providers()
