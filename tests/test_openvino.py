@@ -297,3 +297,51 @@ def test_report_has_openvino_rows_beside_onnx_runtime(tmp_path):
     else:
         assert bf16["status"] == "skipped" and bf16_refusal() in bf16["reason"]
     assert "| openvino | bf16 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def _lowered_copy(path, out, precision, target):
+    """The same graph with a card that says it was lowered (what `quantize` records)."""
+    from fcn_deploy.core.card import ModelCard
+
+    model = onnx.load(str(path))
+    card = ModelCard.from_onnx(model)
+    card.replace(
+        precision=precision, provenance={"lowering": {"precision": precision, "target": target}}
+    ).attach(model)
+    onnx.save(model, str(out))
+    return out
+
+
+def test_auto_on_the_cpu_follows_the_measured_rule(tmp_path):
+    from fcn_deploy.runtime.cpu_auto import choose_cpu_backend, graph_precision, read_metadata
+
+    fp32 = make_channel_model(tmp_path / "m.onnx", heavy_layers=1)
+    trt = _lowered_copy(_qdq_model(tmp_path / "q.onnx"), tmp_path / "q.trt.onnx", "int8", "tensorrt")
+    ortq = _lowered_copy(_qdq_model(tmp_path / "q.onnx"), tmp_path / "q.ort.onnx", "int8", "onnxruntime")
+    assert graph_precision(fp32) == ("fp32", None) and graph_precision(trt) == ("int8", "tensorrt")
+    assert read_metadata(fp32) == {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
+    (tmp_path / "junk.onnx").write_bytes(b"\xff" * 64)
+    assert read_metadata(tmp_path / "junk.onnx") == {}
+    amx, avx2 = [FLAGS_AMX], [FLAGS_AVX2]
+    assert choose_cpu_backend(fp32, None, amx, openvino=True)[0] == "onnxruntime"
+    assert choose_cpu_backend(fp32, "bf16", amx, openvino=True)[0] == "openvino"
+    assert choose_cpu_backend(trt, None, amx, openvino=True)[0] == "openvino"
+    assert choose_cpu_backend(trt, None, avx2, openvino=True)[0] == "onnxruntime"  # no VNNI/AMX
+    assert choose_cpu_backend(trt, None, amx, openvino=False) == ("onnxruntime", "OpenVINO is not installed")
+    assert choose_cpu_backend(ortq, None, amx, openvino=True)[0] == "onnxruntime"
+
+
+def test_auto_says_which_runtime_it_picked(tmp_path, caplog):
+    import logging
+
+    from fcn_deploy.chain.backends import open_backend
+
+    trt = _lowered_copy(_qdq_model(tmp_path / "q.onnx"), tmp_path / "q.trt.onnx", "int8", "tensorrt")
+    with caplog.at_level(logging.DEBUG, logger="fcn_deploy.backends"):
+        net = open_backend(trt, "auto", "cpu")
+    assert f"--backend auto: {net.name} for q.trt.onnx" in caplog.text
+    from fcn_deploy.core.environment import cpu_flags
+
+    vnni = any((cpu_flags() or {}).get(f) for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    assert net.name == ("openvino" if vnni else "onnxruntime")
+    assert open_backend(trt, "onnxruntime").name == "onnxruntime"  # a named backend is never overridden
