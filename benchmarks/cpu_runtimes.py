@@ -1,0 +1,202 @@
+"""CPU runtimes side by side: PyTorch eager, bare ONNX Runtime, bare OpenVINO and our backends, FP32 / BF16 / INT8.
+
+Prints one JSON object: the CPU (model, VNNI/AMX/BF16 flags, load average before and after), library versions
+and, per model, the median latency of every row, all rows interleaved (A B C ... A B C ...) so that the load of
+the shared machine hits them alike; ratios are only meaningful inside one run. Models (untrained weights: speed
+does not depend on them; score layers are random, so the agreement column against ORT FP32 on one random input
+checks the precision paths, not CamVid accuracy):
+
+  paper   FCN-8s as in the paper (VGG16 width 1.0, 21 classes, pad 100), 139.8 GMAC at 360x480
+  narrow  the CamVid recipe's architecture (width 0.25, padding same, 11 classes; its batch norm folds into the
+          convolutions in both runtimes, so it is left out)
+
+INT8 rows run both Q/DQ flavours of `fcn-deploy quantize` (calibrated on a few noise images with minmax ranges:
+scales matter for accuracy, not speed): `trt` (int8 activations, 8-bit weights, for TensorRT) and `ort` (uint8
+activations, 7-bit weights, for ONNX Runtime's CPU kernels), each on both runtimes.
+
+    python benchmarks/cpu_runtimes.py [--models paper,narrow] [--runs 7] [--size 360x480]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+import torch
+from PIL import Image
+
+from fcn_deploy.calibration.api import QuantizeConfig, quantize
+from fcn_deploy.core.environment import fingerprint
+from fcn_deploy.core.metrics import pixel_agreement
+from fcn_deploy.core.shapes import parse_hw
+from fcn_deploy.export import ExportOptions, export_onnx, model_for_export
+from fcn_deploy.runtime.openvino_backend import OpenVinoBackend, bf16_refusal
+from fcn_deploy.runtime.ort_backend import OrtBackend
+
+MODELS = {
+    "paper": dict(variant="fcn8s", num_classes=21, width=1.0, padding="paper"),
+    "narrow": dict(variant="fcn8s", num_classes=11, width=0.25, padding="same"),
+}
+
+
+def export(name: str, hw: tuple[int, int], tmp: Path):
+    spec = MODELS[name]
+    model, card, _ = model_for_export(
+        None, spec["variant"], spec["num_classes"], spec["width"], spec["padding"]
+    )
+    path = tmp / f"{name}.onnx"
+    t = time.perf_counter()
+    export_onnx(model, card, path, ExportOptions(opt_shape=hw))
+    return model.eval(), path, round(time.perf_counter() - t, 1)
+
+
+def lower(path: Path, target: str, hw: tuple[int, int], calib: Path) -> Path:
+    out = path.with_name(f"{path.stem}.int8-{target}.onnx")
+    quantize(QuantizeConfig(model=path, precision="int8", target=target, calib_data=calib, num_images=4,
+                            method="minmax", calib_shapes=(hw,), output=out, eval_images=2, latency_runs=1))  # fmt: skip
+    return out
+
+
+def bare_ort(path: Path):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(["labels"], {"image": x})[0]
+
+
+def bare_openvino(path: Path, hint: str, shape: tuple[int, ...]):
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape({"image": ov.PartialShape(list(shape))})
+    compiled = core.compile_model(
+        model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    )
+    request = compiled.create_infer_request()
+    port = compiled.output("labels")
+    return lambda x: request.infer({"image": x})[port]
+
+
+def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: Path) -> dict:
+    model, path, export_s = export(name, hw, tmp)
+    t = time.perf_counter()
+    int8 = {
+        flavour: lower(path, target, hw, calib)
+        for flavour, target in (("trt", "tensorrt"), ("ort", "onnxruntime"))
+    }
+    quantize_s = round(time.perf_counter() - t, 1)
+    shape = (1, 3, *hw)
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    xt = torch.from_numpy(x)
+    cache = tmp / "ov-cache"
+    bf16 = bf16_refusal() is None
+
+    @torch.no_grad()
+    def eager(_x):
+        return model(xt).argmax(1).numpy()
+
+    @torch.no_grad()
+    def eager_bf16(_x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(xt).argmax(1).numpy()
+
+    def ours(backend):
+        return lambda x: backend.run(x)["labels"]
+
+    rows = {"torch_eager/fp32": eager}
+    if bf16:
+        rows["torch_eager/bf16 (autocast)"] = eager_bf16
+    rows["ort_bare/fp32"] = bare_ort(path)
+    rows["ort_ours/fp32"] = ours(OrtBackend(path))
+    rows["openvino_bare/fp32"] = bare_openvino(path, "f32", shape)
+    rows["openvino_ours/fp32"] = ours(OpenVinoBackend(path, "fp32", cache_root=cache))
+    if bf16:
+        rows["openvino_bare/bf16"] = bare_openvino(path, "bf16", shape)
+        rows["openvino_ours/bf16"] = ours(OpenVinoBackend(path, "bf16", cache_root=cache))
+    for flavour, p in int8.items():
+        rows[f"ort_bare/int8-{flavour}"] = bare_ort(p)
+        rows[f"ort_ours/int8-{flavour}"] = ours(OrtBackend(p))
+        rows[f"openvino_bare/int8-{flavour}"] = bare_openvino(p, "f32", shape)
+        rows[f"openvino_ours/int8-{flavour}"] = ours(OpenVinoBackend(p, "fp32", cache_root=cache))
+    reference = rows["ort_bare/fp32"](x)
+    labels = {k: np.asarray(fn(x)).reshape(reference.shape) for k, fn in rows.items()}  # warm-up + agreement
+    for fn in rows.values():
+        fn(x)
+    times: dict[str, list[float]] = {k: [] for k in rows}
+    for _ in range(runs):
+        for k, fn in rows.items():
+            t0 = time.perf_counter()
+            fn(x)
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    base = medians["ort_ours/fp32"]
+    table = {
+        k: {
+            "median_ms": round(medians[k], 1),
+            "min_ms": round(min(times[k]), 1),
+            "x_ort_fp32_ours": round(medians[k] / base, 3),
+            "agreement_vs_ort_fp32": round(float(pixel_agreement(labels[k], reference)), 4),
+        }
+        for k in rows
+    }
+    overhead = {
+        f"{rt}/{p}": round(100 * (medians[f"{rt}_ours/{p}"] / medians[f"{rt}_bare/{p}"] - 1), 2)
+        for rt, p in [(k.split("_")[0], k.split("/")[1]) for k in rows if "_ours/" in k]
+    }
+    return {
+        "model": name,
+        **MODELS[name],
+        "input": list(shape),
+        "onnx_mb": round(path.stat().st_size / 1e6, 1),
+        "int8_mb": {f: round(p.stat().st_size / 1e6, 1) for f, p in int8.items()},
+        "export_s": export_s,
+        "quantize_s": quantize_s,
+        "rows": table,
+        "ours_over_bare_pct": overhead,
+        "fastest": min(medians, key=medians.get),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="paper,narrow")
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--size", default="360x480")
+    args = ap.parse_args()
+    hw = parse_hw(args.size, "--size")
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = set(names) - set(MODELS)
+    if unknown:
+        raise SystemExit(f"--models: unknown {sorted(unknown)}; choose from {', '.join(MODELS)}")
+    env = fingerprint()
+    result: dict = {
+        "note": "shared 2-core machine, other engineers' jobs running: timings are noisy; compare ratios in one run",
+        "cpu_model": env["cpu_model"],
+        "cpu_flags": env["cpu_flags"],
+        "bf16_refusal": bf16_refusal(),
+        "threads": {"torch": torch.get_num_threads(), "cpus": os.cpu_count(), "env": env["thread_env"]},
+        "loadavg_before": os.getloadavg(),
+        "runs": args.runs,
+        "models": [],
+    }
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        calib = tmp / "calib"
+        calib.mkdir()
+        rng = np.random.default_rng(1)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)).save(calib / f"noise{i}.png")
+        for name in names:
+            result["models"].append(bench_model(name, hw, args.runs, tmp, calib))
+    result["loadavg_after"] = os.getloadavg()
+    result["libraries"] = {**fingerprint()["libraries"], "openvino": ov.__version__}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
