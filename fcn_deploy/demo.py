@@ -110,6 +110,7 @@ def prepare_folder(out: Path, cfg: DemoConfig, say: Callable[[str], None]) -> di
         samples = out / "report" / "samples"
         if samples.is_dir():
             shutil.rmtree(samples)  # sample names depend on the picks: never leave an older run's beside them
+        drop_stale_models(out, cfg, say)
         return state
     say(f"   starting clean: removing the previous demo's train/ and report/ in {out} ({why})")
     for name in PARTS:
@@ -119,6 +120,22 @@ def prepare_folder(out: Path, cfg: DemoConfig, say: Callable[[str], None]) -> di
         elif path.exists():
             path.unlink()
     return None
+
+
+def drop_stale_models(out: Path, cfg: DemoConfig, say: Callable[[str], None]) -> None:
+    """models/ whose FP32 export the chain would not reuse (another export of this checkpoint, e.g. after an
+    upgrade) goes as a whole: its lowered models and calibration caches belong to that other export."""
+    from fcn_deploy.chain.onnx import OnnxFromCheckpoint
+    from fcn_deploy.report.inputs import card_of_checkpoint
+    from fcn_deploy.report.models import export_options
+
+    models, ckpt = out / "report" / "models", out / "train" / "best.pt"
+    if not models.is_dir():
+        return
+    step = OnnxFromCheckpoint(ckpt, models / "model.onnx", export_options(card_of_checkpoint(ckpt), [cfg.size]))
+    if not step.reusable():
+        say(f"   removing {models}: not exported from this checkpoint with these options (rebuilt below)")
+        shutil.rmtree(models)
 
 
 def choose_threads(cfg: DemoConfig, train_cfg: Any, num_classes: int) -> dict[str, Any]:

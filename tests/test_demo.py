@@ -65,6 +65,13 @@ def test_rerun_reuses_what_is_valid_and_a_changed_option_starts_clean(tmp_path):
     assert not stale.exists()
     assert json.loads((out / "demo.json").read_text())["checkpoint_sha256"] == ckpt_sha
 
+    # an FP32 export the chain would not reuse takes its lowered models and calibration caches with it
+    (out / "report" / "models" / "model.onnx").write_bytes(b"not the export of this checkpoint")
+    lines.clear()
+    run_demo(DemoConfig(**base), echo=lines.append)
+    assert any(s.strip().startswith("removing") and "models" in s for s in lines)
+    assert {("onnxruntime", "int8"), ("onnxruntime", "fp16")} <= _ok(out / "report")
+
     lines.clear()
     changed = run_demo(DemoConfig(**{**base, "epochs": 2}), echo=lines.append)
     assert not changed.reused_training
