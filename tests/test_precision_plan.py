@@ -224,3 +224,24 @@ def test_report_auto_builds_and_marks_the_auto_int8_row(tmp_path):
     assert auto["model"].endswith("model.int8-auto.onnx")
     assert auto["auto_plan_kept_groups"][0] == "score" and auto["auto_plan_drop"] <= 5.0
     assert "auto_plan_kept_groups" not in rows["fp32"]
+
+
+def test_sensitivity_cache_skips_the_measurements_and_refuses_a_changed_plan(setup, tmp_path, monkeypatch):
+    from fcn_deploy.calibration import plan as plan_mod
+
+    model, calib = setup
+    calls = []
+    real = plan_mod.measure_all
+    monkeypatch.setattr(plan_mod, "measure_all", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache = tmp_path / "calib.json"
+    kw = dict(metric="agreement", max_drop=1.0, cache=cache)
+    first = quantize(auto_cfg(model, calib, output=tmp_path / "a.onnx", **kw)).summary["auto_plan"]
+    assert len(calls) == 1 and (tmp_path / "calib.json.sensitivity.json").is_file()
+    again = quantize(auto_cfg(model, calib, output=tmp_path / "b.onnx", **kw)).summary["auto_plan"]
+    assert len(calls) == 1  # reused
+    assert again["kept_groups"] == first["kept_groups"] and again["sensitivity"] == first["sensitivity"]
+    assert again["evaluations"] < first["evaluations"]
+    quantize(auto_cfg(model, calib, output=tmp_path / "c.onnx", **{**kw, "max_drop": 5.0}))
+    assert len(calls) == 1  # the budget does not change what was measured
+    quantize(auto_cfg(model, calib, output=tmp_path / "d.onnx", target="onnxruntime", **kw))
+    assert len(calls) == 2  # another target: measured again

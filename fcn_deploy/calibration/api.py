@@ -229,7 +229,9 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
 
                 plan_card = card or _stand_in_card(model, norm, input_name, plan_images)
                 auto = search(cfg.model, prepared, tensor_ranges, cfg.target, exclude_nodes, plan_images, shapes[0],
-                              plan_card, cfg.max_drop, cfg.metric, say=log.info)  # fmt: skip
+                              plan_card, cfg.max_drop, cfg.metric, say=log.info,
+                              cache=Path(f"{cfg.cache}.sensitivity.json") if cfg.cache else None,
+                              cache_key={"calibration": key.digest()})  # fmt: skip
                 exclude_nodes = sorted(set(exclude_nodes) | set(auto.kept_nodes))
                 details["auto_plan"] = {**auto.to_dict(), "plan_images_asked": cfg.plan_images}
             lowered = int8.quantize_qdq(prepared, tensor_ranges, cfg.target, exclude_nodes)

@@ -12,9 +12,11 @@ The kept groups become extra `exclude_nodes` of the ordinary lowering; the plan 
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fcn_deploy.calibration.images import ImageSet
@@ -22,6 +24,7 @@ from fcn_deploy.calibration.ranges import TensorRange
 from fcn_deploy.calibration.sensitivity import (
     METRICS,
     Evaluator,
+    Group,
     Measurement,
     PlanImages,
     Sensitivity,
@@ -29,6 +32,7 @@ from fcn_deploy.calibration.sensitivity import (
     measure_all,
     node_costs,
 )
+from fcn_deploy.core.atomic import write_text
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.preprocess import preprocess
@@ -83,8 +87,14 @@ def search(
     max_drop: float,
     metric: str | None = None,
     say: Callable[[str], None] = log.info,
+    cache: Path | None = None,
+    cache_key: dict[str, Any] | None = None,
 ) -> Plan:
-    """The plan for `prepared` (the calibrated FP32 graph quantize lowers); `fp32` is the FP32 model (path/bytes)."""
+    """The plan for `prepared` (the calibrated FP32 graph quantize lowers); `fp32` is the FP32 model (path/bytes).
+
+    cache: a JSON file of the measured sensitivities, reused when `cache_key` (what determines them: the
+    calibration cache key, target, exclusions, plan images, metric, size) matches; the greedy steps always re-run.
+    """
     if max_drop < 0:
         raise FcnDeployError(f"--max-drop {max_drop}: must be 0 or more (points of {metric or 'the metric'})")
     plan_images = PlanImages(images)
@@ -97,8 +107,16 @@ def search(
     say(f"  auto plan on {len(plan_images)} held-out calibration images ({metric}): full INT8 drops "
         f"{full.drop:.2f} points, budget {max_drop:g}")
     candidates = [g for g in groups(prepared) if g.name not in set(base)]
-    costs = node_costs(prepared, preprocess(plan_images[0][0], card.normalization, size), card.input_name)
-    sens = measure_all(ev, candidates, base, full, costs, say)
+    key = {**(cache_key or {}), "target": target, "base_exclude": base, "plan_ids": list(images.ids),
+           "metric": metric, "size": list(size) if size else None, "groups": [list(g.nodes) for g in candidates]}
+    sens = _load_cached(cache, key, candidates, full) if cache else None
+    if sens is None:
+        costs = node_costs(prepared, preprocess(plan_images[0][0], card.normalization, size), card.input_name)
+        sens = measure_all(ev, candidates, base, full, costs, say)
+        if cache:
+            write_text(cache, json.dumps({"key": key, "sensitivity": [x.to_dict() for x in sens]}, indent=1) + "\n")
+    else:
+        say(f"  sensitivity cache {cache} matches: {len(sens)} groups not measured again")
     plan = Plan(metric, max_drop, len(plan_images), plan_images.source, ev.miou_fp32, full, sens)
     plan.steps.append({"kept": [], "drop": full.drop, "agreement": full.agreement, "miou": full.miou})
 
@@ -140,6 +158,28 @@ def search(
     say(f"  auto plan: {len(kept)} group(s) in FP32 ({', '.join(plan.kept) or 'none'}), drop {current.drop:.2f} "
         f"points on the plan images ({ev.evaluations} lowered models scored)")
     return plan
+
+
+def _load_cached(path: Path, key: dict[str, Any], candidates: Sequence[Group],
+                 full: Measurement) -> list[Sensitivity] | None:  # fmt: skip
+    """The cached sensitivities when the file exists and its key equals `key` (else None: measure again)."""
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("%s: unreadable sensitivity cache; measuring again", path)
+        return None
+    if not isinstance(doc, dict) or doc.get("key") != json.loads(json.dumps(key)):
+        log.warning("%s: sensitivity cache is for another model, calibration or plan; measuring again", path)
+        return None
+    by_name = {g.name: g for g in candidates}
+    out = []
+    for d in doc.get("sensitivity", []):
+        g = by_name[d["group"]]
+        only, all_but = (Measurement(**d[k]) for k in ("only_quantized", "all_but_quantized"))
+        out.append(Sensitivity(g, only, all_but, d["latency_share"], gain=full.drop - all_but.drop))
+    return out
 
 
 def _exclude(base: Sequence[str], kept: Sequence[Sensitivity]) -> list[str]:
