@@ -18,14 +18,24 @@ ENV = {
 ORIN = "Orin (nvgpu):8.7:dla=2"
 
 
+DOUBLE_MODULES = ("tensorrt", "cuda", "cuda.bindings", "cuda.bindings.runtime", "_gpu_double")
+
+
+def _ours(name: str) -> bool:
+    return name in DOUBLE_MODULES or name.startswith(("tensorrt.", "cuda."))
+
+
 def purge() -> None:
     for name in list(sys.modules):
-        if name in ("tensorrt", "cuda", "_gpu_double") or name.startswith(("tensorrt.", "cuda.")):
+        if _ours(name):
             del sys.modules[name]
 
 
 def use_double(monkeypatch, **settings) -> None:
-    """Select the doubles in this process (undone with monkeypatch; modules purged on both sides)."""
+    """Select the doubles in this process. Undone by monkeypatch: sys.path, the variables, and sys.modules (every
+    tensorrt/cuda module present before comes back, the doubles' modules go), so later tests see the real machine."""
+    for name in sorted({n for n in sys.modules if _ours(n)} | set(DOUBLE_MODULES)):
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name))  # records the old value (or absence)
     for key, var in ENV.items():
         if key in settings:
             monkeypatch.setenv(var, str(settings[key]))

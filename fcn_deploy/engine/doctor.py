@@ -216,7 +216,7 @@ def gpu_fix(platform: dict[str, Any], cuda: dict[str, Any]) -> str:
 
 
 def commands(platform: dict[str, Any], c: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    cuda, trt, ort, torch, cv = c["cuda"], c["tensorrt"], c["onnxruntime"], c["torch"], c["opencv"]
+    cuda, tensorrt_, ort, torch, cv = c["cuda"], c["tensorrt"], c["onnxruntime"], c["torch"], c["opencv"]
     rows: list[dict[str, Any]] = []
 
     def add(command: str, ok: bool, fix: str | None, why: str | None = None) -> None:
@@ -226,8 +226,8 @@ def commands(platform: dict[str, Any], c: dict[str, dict[str, Any]]) -> list[dic
     if not cuda.get("ok"):
         whys.append(cuda.get("driver_mismatch") or "no usable NVIDIA GPU/driver")
         fixes.append(gpu_fix(platform, cuda))
-    if not trt["ok"]:
-        whys.append(str(trt.get("reason")))
+    if not tensorrt_["ok"]:
+        whys.append(str(tensorrt_.get("reason")))
         fixes.append(tensorrt_fix(platform, cuda))
     trt_why = "; ".join(whys) or None
     trt_fix = " and ".join(fixes) or None
@@ -277,7 +277,7 @@ def format_text(report: Report) -> str:
         where = f"Jetson: {p['module'] or 'unknown module'}, L4T {p['l4t'] or '?'}, JetPack {p['jetpack'] or 'unknown'}"
     else:
         where = "desktop / server (not a Jetson)"
-    cuda, trt, ort, torch, cv, dla = (c[k] for k in ("cuda", "tensorrt", "onnxruntime", "torch", "opencv", "dla"))
+    cuda, tensorrt_, ort, torch, cv, dla = (c[k] for k in ("cuda", "tensorrt", "onnxruntime", "torch", "opencv", "dla"))
     lines = [
         f"platform      {where}",
         f"driver        {cuda.get('driver_version') or '-'} (CUDA {cuda.get('driver') or 'none'})",
@@ -285,7 +285,7 @@ def format_text(report: Report) -> str:
         f"CUDA runtime  {cuda.get('runtime') or '-'}",
         f"cuda-python   {cuda.get('cuda_python') or 'not installed'}"
         + (f" (MISMATCH: {cuda['driver_mismatch']})" if cuda.get("driver_mismatch") else ""),
-        f"TensorRT      {trt['version'] or 'not available: ' + str(trt.get('reason'))}",
+        f"TensorRT      {tensorrt_['version'] or 'not available: ' + str(tensorrt_.get('reason'))}",
         f"onnxruntime   {ort['version'] or 'not installed'} providers: {', '.join(ort.get('providers', [])) or '-'}",
         f"PyTorch       {torch.get('version') or 'not installed'} (CUDA: {'yes' if torch.get('cuda') else 'no'})",
         f"OpenCV        {cv.get('version') or 'not installed'} (GStreamer: {'yes' if cv.get('gstreamer') else 'no'}, "
