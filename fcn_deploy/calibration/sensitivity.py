@@ -144,7 +144,12 @@ class Evaluator:
         return int8.quantize_qdq(model, self.ranges, self.target, sorted(set(exclude_nodes)))
 
     def measure(self, exclude_nodes: Sequence[str]) -> Measurement:
-        data = self.lower(exclude_nodes).SerializeToString()
+        model = self.lower(exclude_nodes)
+        used = {name for n in model.graph.node for name in n.input}
+        unused = [t for t in model.graph.initializer if t.name not in used]  # scales of Q/DQ pairs left out
+        for t in unused:  # (else ONNX Runtime warns about each, for every variant scored)
+            model.graph.initializer.remove(t)
+        data = model.SerializeToString()
         with OrtBackend(data, card=self.card) as low:
             s = score(low, self.images, self.size, keep_predictions=True)
         self.evaluations += 1
