@@ -84,7 +84,10 @@ def best_within_budget(rows: Sequence[dict], budget: float = DROP_BUDGET) -> dic
 
 
 def _drop(v: float | None) -> str:
-    return "-" if v is None else f"{-100 * v:+.2f}"
+    if v is None:
+        return "-"
+    change = -100 * v
+    return f"{0.0 if abs(change) < 0.005 else change:+.2f}"  # never "-0.00"
 
 
 def _pct(v: float | None) -> str:
@@ -160,7 +163,7 @@ def render_markdown(rows: Sequence[dict], meta: dict[str, Any]) -> str:
         "",
         f"Metrics are percentages; rows are sorted by median latency. `vs FP32 pts` is the mean IoU change against "
         f"ONNX Runtime FP32 at the same size; a row that loses more than {100 * meta.get('drop_budget', DROP_BUDGET):g} "
-        "points is marked **OVER BUDGET**. Skipped and failed rows say why.",
+        "point(s) is marked **OVER BUDGET**. Skipped and failed rows say why.",
         "",
         markdown_table(rows, meta.get("drop_budget", DROP_BUDGET)),
         "",
