@@ -191,8 +191,10 @@ def _ort_labels(onnx_path, x):
         ort.close()
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize(
+    "version,precision",
+    [("10.3.0", "fp32"), ("10.3.0", "fp16"), ("10.3.0", "int8"), ("11.4.1", "fp32"), ("11.4.1", "int8")],
+)  # FP16 lowering does not depend on the version: one run keeps CI short
 def test_build_engine_and_run_each_precision(fcn8s, tmp_path, monkeypatch, version, precision):
     from fcn_deploy.core.onnx_io import load_onnx
     from fcn_deploy.engine.backend import TrtBackend
