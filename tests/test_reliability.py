@@ -233,6 +233,10 @@ CASES = [
      "--output {t}/run", "run/last.pt", E),
     ("train-init-text", "train --dataset synthetic --epochs 1 --width 0.0625 --init-from {bad}/text.pt "
      "--output {t}/run", "run/last.pt", E),
+    ("train-init-in-output", "train --dataset synthetic --epochs 1 --width 0.0625 --init-from {t}/o/ck.pt "
+     "--output {t}/o", None, E),
+    ("train-output-in-data-root", "train --dataset folder --data-root {imgs} --epochs 1 --width 0.0625 "
+     "--output {imgs}/run", "imgs/run", E),
     ("train-output-is-file", "train --dataset synthetic --epochs 1 --width 0.0625 --output {ck}", None, EU),
     # evaluate: bad models and data
     *[(f"evaluate-{n}", f"evaluate {{bad}}/{n} --dataset synthetic", None, E)
@@ -315,6 +319,7 @@ def _prepare(base: Path, t: Path) -> dict[str, str]:
     (t / "sub").mkdir()
     (t / "o").mkdir()
     shutil.copy(base / "a.png", t / "o" / "a.png")
+    shutil.copy(base / "ck.pt", t / "o" / "ck.pt")
     return {"onnx": str(t / "m.onnx"), "ck": str(t / "ck.pt"), "img": str(t / "a.png"), "imgs": str(t / "imgs"),
             "vid": str(t / "v.mp4"), "t": str(t), "bad": str(base / "bad")}  # fmt: skip
 

@@ -200,6 +200,10 @@ def command(**opts) -> None:
             raise FcnDeployError(f"--{name.replace('_', '-')} {value}: must be a finite number")
     if opts.get("lr") is not None and opts["lr"] <= 0:
         raise FcnDeployError(f"--lr {opts['lr']}: the learning rate must be positive")
+    from fcn_deploy.core.paths import check_outputs
+
+    check_outputs({f"--{k.replace('_', '-')}": opts.get(k) for k in ("data_root", "init_from", "backbone_weights")},
+                  {"--output": opts["output"]})  # fmt: skip
     fields = dict(
         variant=opts["variant"],
         width=opts["width"],
