@@ -24,6 +24,12 @@ def load_onnx(path: str | Path, full_check: bool = False) -> Any:
         raise FcnDeployError(f"{p}: ONNX file is empty (0 bytes); re-export it with `fcn-deploy export`")
     if size > MAX_MODEL_BYTES:
         raise FcnDeployError(f"{p}: {size / 1e9:.1f} GB is over the 2 GB single-file ONNX limit")
+    with open(p, "rb") as f:
+        magic = f.read(2)
+    if magic == b"PK" or p.suffix.lower() in (".pt", ".pth"):
+        raise FcnDeployError(
+            f"{p}: is a PyTorch checkpoint, not an ONNX model; export it first: fcn-deploy export --checkpoint {p}"
+        )
     try:
         model = onnx.load(str(p))
         onnx.checker.check_model(model, full_check=full_check)

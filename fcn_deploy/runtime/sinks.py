@@ -75,7 +75,8 @@ class VideoSink(Sink):
             self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.codec), fps, (w, h))
             if not self._writer.isOpened():
                 raise FcnDeployError(
-                    f"{self.path}: OpenCV cannot write {self.codec} video; try an .avi output"
+                    f"{self.path}: OpenCV cannot open a {self.codec} video writer here (disk full, folder not "
+                    "writable, or codec missing); free space or try an .avi output"
                 )
         if (w, h) != self.size:  # frames of a folder differ in size; a video has one
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
