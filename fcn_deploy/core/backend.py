@@ -7,6 +7,7 @@ a backend that lacks a capability says so through the declared default (None / F
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,3 +65,36 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class GraphBackend(Backend):
+    """A backend over an ONNX graph (ONNX Runtime, OpenVINO): the card's input and outputs bound to the graph's."""
+
+    _sizes: ShapeRange
+    _outputs: list[tuple[str, str]]  # (graph output name, kind) for the card outputs the graph has
+
+    def bind_graph(
+        self, where: str, inputs: Sequence[str], static_hw: tuple[int, int] | None, outputs: Sequence[str]
+    ) -> None:
+        """Check the card against the graph's tensor names; a static H x W is the only size it takes."""
+        if self.card.input_name not in inputs:
+            raise FcnDeployError(
+                f"{where}: model card names input {self.card.input_name!r} but the graph has "
+                f"{sorted(inputs)}; re-export the model"
+            )
+        self._sizes = ShapeRange(static_hw, static_hw, static_hw) if static_hw else self.card.shapes
+        self._outputs = [(o.name, o.kind) for o in self.card.outputs if o.name in outputs]
+        if not self._outputs:
+            raise FcnDeployError(
+                f"{where}: none of the model card outputs {[o.name for o in self.card.outputs]} is in the graph "
+                f"(graph outputs: {sorted(outputs)}); re-export the model"
+            )
+
+    @property
+    def input_sizes(self) -> ShapeRange:
+        """A static graph takes exactly its H x W; a dynamic one the card's range."""
+        return self._sizes
+
+    @property
+    def output_kinds(self) -> tuple[str, ...]:
+        return tuple(kind for _, kind in self._outputs if kind != "labels")

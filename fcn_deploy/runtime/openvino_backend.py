@@ -21,13 +21,12 @@ from typing import Any
 import numpy as np
 
 from fcn_deploy.core.atomic import sha256_file
-from fcn_deploy.core.backend import Backend
+from fcn_deploy.core.backend import GraphBackend
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.environment import cpu_flags
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 from fcn_deploy.core.onnx_io import load_onnx
 from fcn_deploy.core.outputs import normalize_outputs
-from fcn_deploy.core.shapes import ShapeRange
 
 PRECISIONS = ("fp32", "bf16")
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcn-deploy" / "openvino"
@@ -72,7 +71,7 @@ def cache_dir_for(model_sha256: str, options: dict[str, str], root: Path | None 
     return (root or CACHE_ROOT) / f"{model_sha256[:16]}-{opt_key}"
 
 
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(GraphBackend):
     """An ONNX model with its card on OpenVINO's CPU plugin. `model` is a path or serialized ONNX bytes;
     `card` describes a model that carries none, else the embedded card."""
 
@@ -117,32 +116,14 @@ class OpenVinoBackend(Backend):
         del proto
 
         inputs = {name for port in self._model.inputs for name in port.get_names()}
-        if self.card.input_name not in inputs:
-            raise FcnDeployError(
-                f"{where}: model card names input {self.card.input_name!r} but the graph has "
-                f"{sorted(inputs)}; re-export the model"
-            )
-        shape = self._model.input(self.card.input_name).get_partial_shape()
-        static = shape.rank.is_static and shape[2].is_static and shape[3].is_static
-        hw = (shape[2].get_length(), shape[3].get_length()) if static else None
-        self._sizes = ShapeRange(hw, hw, hw) if hw else self.card.shapes
-        graph_outputs = {name for port in self._model.outputs for name in port.get_names()}
-        self._outputs = [(o.name, o.kind) for o in self.card.outputs if o.name in graph_outputs]
-        if not self._outputs:
-            raise FcnDeployError(
-                f"{where}: none of the model card outputs {[o.name for o in self.card.outputs]} is in the graph "
-                f"(graph outputs: {sorted(graph_outputs)}); re-export the model"
-            )
+        static_hw = None
+        if self.card.input_name in inputs:
+            shape = self._model.input(self.card.input_name).get_partial_shape()
+            if shape.rank.is_static and shape[2].is_static and shape[3].is_static:
+                static_hw = (shape[2].get_length(), shape[3].get_length())
+        self.bind_graph(where, sorted(inputs), static_hw,
+                        sorted({name for port in self._model.outputs for name in port.get_names()}))
         self._compiled: dict[tuple[int, ...], tuple[Any, Any]] = {}
-
-    @property
-    def input_sizes(self) -> ShapeRange:
-        """A static graph takes exactly its H x W; a dynamic one the card's range."""
-        return self._sizes
-
-    @property
-    def output_kinds(self) -> tuple[str, ...]:
-        return tuple(kind for _, kind in self._outputs if kind != "labels")
 
     @property
     def compiled_shapes(self) -> list[tuple[int, ...]]:

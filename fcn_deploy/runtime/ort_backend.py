@@ -9,12 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from fcn_deploy.core.backend import Backend
+from fcn_deploy.core.backend import GraphBackend
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 from fcn_deploy.core.onnx_io import load_onnx
 from fcn_deploy.core.outputs import normalize_outputs
-from fcn_deploy.core.shapes import ShapeRange
 
 TRT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcn-deploy" / "ort-tensorrt"
 
@@ -86,7 +85,7 @@ def cpu_session_options(threads: int | None = None) -> Any:
     return opts
 
 
-class OrtBackend(Backend):
+class OrtBackend(GraphBackend):
     """An ONNX model with its card. `model` is a path or serialized bytes (an in-memory lowered model);
     `card` describes a model that carries none (e.g. one quantized with --mean/--std), else the embedded card."""
 
@@ -128,31 +127,11 @@ class OrtBackend(Backend):
         del proto
 
         inputs = {i.name: i for i in self.session.get_inputs()}
-        if self.card.input_name not in inputs:
-            raise FcnDeployError(
-                f"{where}: model card names input {self.card.input_name!r} but the graph has "
-                f"{sorted(inputs)}; re-export the model"
-            )
-        shape = inputs[self.card.input_name].shape
+        shape = inputs[self.card.input_name].shape if self.card.input_name in inputs else [None] * 4
         # A static H and W (ints in the graph) must be fed exactly; dynamic ones are strings or None.
         static = isinstance(shape[2], int) and isinstance(shape[3], int)
-        self._sizes = ShapeRange(*[(shape[2], shape[3])] * 3) if static else self.card.shapes
-        graph_outputs = {o.name for o in self.session.get_outputs()}
-        self._outputs = [(o.name, o.kind) for o in self.card.outputs if o.name in graph_outputs]
-        if not self._outputs:
-            raise FcnDeployError(
-                f"{where}: none of the model card outputs {[o.name for o in self.card.outputs]} is in the graph "
-                f"(graph outputs: {sorted(graph_outputs)}); re-export the model"
-            )
-
-    @property
-    def input_sizes(self) -> ShapeRange:
-        """A static graph takes exactly its H x W; a dynamic one the card's range."""
-        return self._sizes
-
-    @property
-    def output_kinds(self) -> tuple[str, ...]:
-        return tuple(kind for _, kind in self._outputs if kind != "labels")
+        self.bind_graph(where, list(inputs), (shape[2], shape[3]) if static else None,
+                        [o.name for o in self.session.get_outputs()])
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
