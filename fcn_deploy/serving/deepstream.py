@@ -16,9 +16,6 @@ labels head with ONNX Runtime at batch 1 to 4.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,8 @@ import numpy as np
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.shapes import HW, format_hw
-from fcn_deploy.serving.repository import _move_into_place, default_name
+from fcn_deploy.serving.repository import default_name
+from fcn_deploy.serving.staging import refuse_nonempty, staged_folder
 
 OUTPUT = "argmax_1"
 PARSER = "NvDsInferParseCustomPeopleSemSegNet"
@@ -226,18 +224,14 @@ def package_deepstream(model_path: str | Path, output: str | Path, size: HW | No
     out = Path(output)
     if out.resolve() == path.resolve().parent or out.resolve() in path.resolve().parents:
         raise FcnDeployError(f"--output {out}: holds the input {path}; write the package somewhere else")
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
-        raise FcnDeployError(f"--output {out}: exists and is not empty; choose a new folder or pass --force")
+    refuse_nonempty(out, force)
     ds = deepstream_onnx(model, card, hw)
     check_deepstream_onnx(ds, model, card, hw, batches=(1, 2))
     infer = [("property", nvinfer_config(name, card, hw, batch_size))]
     app = app_config(name, hw, batch_size, list(sources) if sources else [SAMPLE_STREAM])
     check_keys(infer, "nvinfer config")
     check_keys(app, "deepstream-app config")
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with staged_folder(out) as tmp:
         onnx.save(ds, str(tmp / f"{name}.ds.onnx"))
         (tmp / "labels.txt").write_text("".join(f"{c}\n" for c in card.class_names))
         (tmp / f"config_infer_primary_{name}.txt").write_text(render_ini(infer, (
@@ -246,11 +240,6 @@ def package_deepstream(model_path: str | Path, output: str | Path, size: HW | No
             "for older releases. The class map comes out as argmax_1 (int32, H x W x 1).")))  # fmt: skip
         (tmp / f"deepstream_app_{name}.txt").write_text(render_ini(app, (
             f"deepstream-app -c deepstream_app_{name}.txt  (run from this folder; edit [sourceN] uri=)")))  # fmt: skip
-        os.chmod(tmp, 0o755)
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

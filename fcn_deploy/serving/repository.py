@@ -13,12 +13,9 @@ warmup samples name them) and have clients send those sizes.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from fcn_deploy.core.atomic import sha256_file
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.shapes import HW, format_hw
+from fcn_deploy.serving.staging import refuse_nonempty, staged_folder
 from fcn_deploy.serving.triton_config import NAME_TO_TRITON, ONNX_TO_TRITON, to_pbtxt, validate_pbtxt
 
 BACKENDS = ("auto", "python")  # auto: the platform the file type needs; python: ONNX via fcn-deploy's ORT backend
@@ -314,12 +312,8 @@ def package_triton(models: list[str | Path], output: str | Path, options: Triton
     for p in paths:
         if resolved == p.resolve() or resolved in p.resolve().parents:
             raise FcnDeployError(f"--output {out}: holds the input {p}; write the repository somewhere else")
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not force:
-        raise FcnDeployError(f"--output {out}: exists and is not empty; choose a new folder or pass --force")
-    parent = out.parent if str(out.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    refuse_nonempty(out, force)
+    with staged_folder(out) as tmp:
         model_dir = tmp / name
         version = model_dir / "1"
         version.mkdir(parents=True)
@@ -345,30 +339,4 @@ def package_triton(models: list[str | Path], output: str | Path, options: Triton
             (ens / "1").mkdir(parents=True)  # an ensemble has an empty version folder
             (ens / "labels.txt").write_text((model_dir / "labels.txt").read_text())
             _write_config(ens, ensemble_config(name, served, max_batch))
-        os.chmod(tmp, 0o755)
-        _move_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """rename(2) the finished folder onto `out`; an old repository is moved aside first and removed after."""
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-        os.rename(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent if str(out.parent) else ".", prefix=f".{out.name}.", suffix=".old"))
-    old.rmdir()
-    os.rename(out, old)
-    try:
-        os.rename(tmp, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    with contextlib.suppress(OSError):
-        shutil.rmtree(old)
