@@ -42,3 +42,20 @@ def test_export_over_an_earlier_export_says_so(tmp_path):
     assert first.exit_code == 0 and "replacing" not in first.output
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0 and f"replacing {out} (an earlier export)" in second.output
+
+
+def test_quantize_over_a_lowering_of_another_model_says_so(tmp_path):
+    calib = write_images(tmp_path / "calib", 4)
+    a, b = tiny_fcn(tmp_path / "a.onnx", seed=0), tiny_fcn(tmp_path / "b.onnx", seed=1)
+    out = tmp_path / "m.int8.onnx"
+
+    def args(model):
+        return ["quantize", str(model), "--int8", "--target", "onnxruntime", "--calib-data", str(calib),
+                "--num-images", "4", "--eval-images", "2", "-o", str(out)]  # fmt: skip
+
+    first = CliRunner().invoke(main, args(a))
+    assert first.exit_code == 0, first.output
+    assert "replacing" not in first.output
+    second = CliRunner().invoke(main, args(b))
+    assert second.exit_code == 0, second.output
+    assert f"replacing {out} (lowered from another parent)" in second.output

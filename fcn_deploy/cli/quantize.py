@@ -73,6 +73,7 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
     precision = "int8" if int8 else "fp16" if fp16 else None
     if precision is None:
         raise FcnDeployError("choose a precision: --int8 or --fp16")
+    from fcn_deploy.chain.artifact import replacements_only
     from fcn_deploy.chain.lowered import LoweredOnnx
     from fcn_deploy.core.paths import check_outputs
 
@@ -91,7 +92,7 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
     )  # fmt: skip
     # A command that names its output lowers again (reuse=False): it prints the summary of this calibration.
     step = LoweredOnnx(model, precision, output, target=target, calibration=calibration, reuse=False,
-                       say=lambda text: None)  # fmt: skip
+                       say=replacements_only())  # fmt: skip
     result = step().result
     s = result.summary
     if as_json:
