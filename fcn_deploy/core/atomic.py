@@ -1,4 +1,9 @@
-"""Atomic artifact writes: temp file in the destination folder, fsync, os.replace, fsync the folder."""
+"""Atomic artifact writes: temp file in the destination folder, fsync, os.replace, fsync the folder.
+
+Every temp file and scratch folder carries its creator's PID (`.NAME.PID.RANDOM.tmp*` beside the destination,
+`fcn-WHAT.PID.RANDOM` in the system temp dir): the next run sweeps those of dead processes (a SIGKILL leaves
+them), and the CLI removes this process's own on SIGINT/SIGTERM (remove_own_temps).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +28,8 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
+_OWN: set[Path] = set()  # this process's unpublished temp files and scratch folders
+_SCRATCH = re.compile(r"^fcn-[a-z0-9-]+\.(\d+)\.")
 
 
 # Errors of the destination, not of the program: shown as one line naming the file.
@@ -91,7 +99,53 @@ def reserve_temp(path: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, Pa
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts get the usual permissions
     except OSError as e:
         raise FcnDeployError(f"{dst}: cannot write here ({e.strerror}); choose a writable output path") from None
+    _OWN.add(Path(tmp))
     return fd, Path(tmp)
+
+
+def remove_own_temps() -> list[Path]:
+    """Remove the temp files and scratch folders this process made and has not published (on SIGINT/SIGTERM,
+    when a writer's own cleanup may not have run). Returns what was removed."""
+    removed = []
+    for p in list(_OWN):
+        _OWN.discard(p)
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+    return removed
+
+
+def sweep_scratch(root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove scratch folders (`fcn-WHAT.PID.*`) that killed runs left in the temp dir; live ones stay."""
+    removed = []
+    base = Path(root or tempfile.gettempdir())
+    try:
+        candidates = [p for p in base.iterdir() if p.name.startswith("fcn-")]
+    except OSError:
+        return removed
+    for p in candidates:
+        m = _SCRATCH.match(p.name)
+        if m and not _alive(int(m.group(1))) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_dir(what: str) -> Iterator[Path]:
+    """A private folder `fcn-WHAT.PID.RANDOM` in the system temp dir, removed when the block ends (also on an
+    exception or Ctrl-C); one that a SIGKILL left is swept by the next run (sweep_scratch)."""
+    sweep_scratch()
+    path = Path(tempfile.mkdtemp(prefix=f"fcn-{what}.{os.getpid()}."))
+    _OWN.add(path)
+    try:
+        yield path
+    finally:
+        _OWN.discard(path)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
@@ -104,7 +158,9 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        _OWN.discard(Path(tmp))
         raise write_error(path, e) from None
+    _OWN.discard(Path(tmp))
     parent = Path(path).parent if str(Path(path).parent) else Path(".")
     with contextlib.suppress(OSError):  # not available on every filesystem
         dir_fd = os.open(parent, os.O_RDONLY)
@@ -126,12 +182,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except OSError as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _OWN.discard(tmp)
         if e.errno in WRITE_ERRNOS:
             raise write_error(path, e) from None
         raise
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _OWN.discard(tmp)
         raise
 
 
