@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from fcn_deploy.calibration import fp16, int8, ranges
 from fcn_deploy.calibration.images import ImageSet, from_dataset, from_folder, from_video
 from fcn_deploy.calibration.reader import ImageReader
 from fcn_deploy.calibration.summary import compare
-from fcn_deploy.core.atomic import sha256_file, write_bytes, write_text
+from fcn_deploy.core.atomic import scratch_dir, sha256_file, write_bytes, write_text
 from fcn_deploy.core.card import METADATA_KEY, ModelCard, Normalization, OutputSpec
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.onnx_io import stamp_weights
@@ -200,7 +199,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     def reader() -> ImageReader:
         return ImageReader(calib_images, norm, input_name, shapes)
 
-    with tempfile.TemporaryDirectory(prefix="fcn-quantize.") as tmp:
+    with scratch_dir("quantize") as tmp:  # fcn-quantize.PID.*: a killed run's is swept by the next
         work = Path(tmp)
         if cfg.precision == "int8":
             source = int8.prepare(Path(cfg.model), work / "prepared.onnx")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from fcn_deploy.calibration import int8
 from fcn_deploy.calibration.images import ImageSet
 from fcn_deploy.calibration.ranges import TensorRange
+from fcn_deploy.core.atomic import scratch_dir
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.metrics import pixel_agreement
@@ -118,17 +118,16 @@ class Measurement:
         return {"drop": self.drop, "miou": self.miou, "agreement": self.agreement}
 
 
-class Evaluator:
-    """Scores lowered variants of one calibrated graph against the FP32 model on the plan images."""
+class Judge:
+    """Scores lowered models against the FP32 model on held-out images (the plan search and the INT8 guard)."""
 
-    def __init__(self, fp32: str | Path | bytes, prepared: Any, ranges: dict[str, TensorRange], target: str,
-                 images: PlanImages, size: tuple[int, int] | None, card: ModelCard, metric: str) -> None:  # fmt: skip
+    def __init__(self, fp32: str | Path | bytes, images: PlanImages, size: tuple[int, int] | None, card: ModelCard,
+                 metric: str) -> None:  # fmt: skip
         if metric not in METRICS:
             raise FcnDeployError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
         if metric == "miou" and not images.has_masks:
             raise FcnDeployError(f"{images.source}: --metric miou needs images with masks; use --metric agreement "
                                  "or calibrate on a dataset with labels (--calib-dataset)")  # fmt: skip
-        self.prepared, self.ranges, self.target = prepared, ranges, target
         self.images, self.size, self.card, self.metric = images, size, card, metric
         self.evaluations = 0
         with OrtBackend(fp32, card=card) as ref:
@@ -136,20 +135,15 @@ class Evaluator:
         self.reference = s.predictions
         self.miou_fp32 = s.metrics.get("mean_iou")
 
-    def lower(self, exclude_nodes: Sequence[str]) -> Any:
-        import onnx
-
-        model = onnx.ModelProto()
-        model.CopyFrom(self.prepared)  # quantize_qdq rewrites the graph it is given
-        return int8.quantize_qdq(model, self.ranges, self.target, sorted(set(exclude_nodes)))
-
-    def measure(self, exclude_nodes: Sequence[str]) -> Measurement:
-        model = self.lower(exclude_nodes)
+    def measure_model(self, model: Any) -> Measurement:
+        """The drop of `model` (a ModelProto; its Q/DQ scales nothing reads are dropped first, else ONNX Runtime
+        warns about each one, for every variant scored)."""
         used = {name for n in model.graph.node for name in n.input}
-        unused = [t for t in model.graph.initializer if t.name not in used]  # scales of Q/DQ pairs left out
-        for t in unused:  # (else ONNX Runtime warns about each, for every variant scored)
+        for t in [t for t in model.graph.initializer if t.name not in used]:
             model.graph.initializer.remove(t)
-        data = model.SerializeToString()
+        return self.measure_bytes(model.SerializeToString())
+
+    def measure_bytes(self, data: bytes) -> Measurement:
         with OrtBackend(data, card=self.card) as low:
             s = score(low, self.images, self.size, keep_predictions=True)
         self.evaluations += 1
@@ -164,12 +158,32 @@ class Evaluator:
         return Measurement(float(drop), None if miou is None else float(miou), float(agreement))
 
 
+class Evaluator(Judge):
+    """Scores lowered variants of one calibrated graph against the FP32 model on the plan images."""
+
+    def __init__(self, fp32: str | Path | bytes, prepared: Any, ranges: dict[str, TensorRange], target: str,
+                 images: PlanImages, size: tuple[int, int] | None, card: ModelCard, metric: str,
+                 weight_bits: int | None = None) -> None:  # fmt: skip
+        super().__init__(fp32, images, size, card, metric)
+        self.prepared, self.ranges, self.target, self.weight_bits = prepared, ranges, target, weight_bits
+
+    def lower(self, exclude_nodes: Sequence[str]) -> Any:
+        import onnx
+
+        model = onnx.ModelProto()
+        model.CopyFrom(self.prepared)  # quantize_qdq rewrites the graph it is given
+        return int8.quantize_qdq(model, self.ranges, self.target, sorted(set(exclude_nodes)), self.weight_bits)
+
+    def measure(self, exclude_nodes: Sequence[str]) -> Measurement:
+        return self.measure_model(self.lower(exclude_nodes))
+
+
 def node_costs(prepared: Any, feed: np.ndarray, input_name: str, runs: int = 3) -> dict[str, float]:
     """Microseconds per node of the FP32 graph from ONNX Runtime's profiler (graph optimisations off, so every
     node keeps its name), averaged over `runs` after one warm-up."""
     import onnxruntime as ort
 
-    with tempfile.TemporaryDirectory(prefix="fcn-profile.") as tmp:
+    with scratch_dir("profile") as tmp:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         opts.enable_profiling = True
