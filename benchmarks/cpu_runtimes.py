@@ -14,7 +14,13 @@ INT8 rows run both Q/DQ flavours of `fcn-deploy quantize` (calibrated on a few n
 scales matter for accuracy, not speed): `trt` (int8 activations, 8-bit weights, for TensorRT) and `ort` (uint8
 activations, 7-bit weights, for ONNX Runtime's CPU kernels), each on both runtimes.
 
+With `--checkpoint CK.pt --data-root CAMVID` a third model, `trained`, is the checkpoint's (trained weights): its
+INT8 rows are calibrated on --calib-images CamVid train images (entropy), and every one of our backends' rows also
+gets its CamVid val mean IoU and pixel agreement with ORT FP32, scored with the one score() at the checkpoint's
+training size (so speed and accuracy come from the same graphs in the same run).
+
     python benchmarks/cpu_runtimes.py [--models paper,narrow] [--runs 7] [--size 360x480]
+    python benchmarks/cpu_runtimes.py --models trained --checkpoint runs/camvid/best.pt --data-root data/camvid
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ import torch
 from PIL import Image
 
 from fcn_deploy.calibration.api import QuantizeConfig, quantize
+from fcn_deploy.core.datasets import build_dataset
 from fcn_deploy.core.environment import fingerprint
 from fcn_deploy.core.metrics import pixel_agreement
+from fcn_deploy.core.scoring import score
 from fcn_deploy.core.shapes import parse_hw
 from fcn_deploy.export import ExportOptions, export_onnx, model_for_export
 from fcn_deploy.runtime.openvino_backend import OpenVinoBackend, bf16_refusal
@@ -47,10 +55,10 @@ MODELS = {
 }
 
 
-def export(name: str, hw: tuple[int, int], tmp: Path):
-    spec = MODELS[name]
+def export(name: str, hw: tuple[int, int], tmp: Path, checkpoint: Path | None = None):
+    spec = MODELS.get(name, {})
     model, card, _ = model_for_export(
-        None, spec["variant"], spec["num_classes"], spec["width"], spec["padding"]
+        checkpoint, spec.get("variant"), spec.get("num_classes"), spec.get("width"), spec.get("padding")
     )
     path = tmp / f"{name}.onnx"
     t = time.perf_counter()
@@ -58,10 +66,10 @@ def export(name: str, hw: tuple[int, int], tmp: Path):
     return model.eval(), path, round(time.perf_counter() - t, 1)
 
 
-def lower(path: Path, target: str, hw: tuple[int, int], calib: Path) -> Path:
+def lower(path: Path, target: str, hw: tuple[int, int], calib: dict) -> Path:
     out = path.with_name(f"{path.stem}.int8-{target}.onnx")
-    quantize(QuantizeConfig(model=path, precision="int8", target=target, calib_data=calib, num_images=4,
-                            method="minmax", calib_shapes=(hw,), output=out, eval_images=2, latency_runs=1))  # fmt: skip
+    quantize(QuantizeConfig(model=path, precision="int8", target=target, calib_shapes=(hw,), output=out,
+                            eval_images=2, latency_runs=1, **calib))  # fmt: skip
     return out
 
 
@@ -82,8 +90,9 @@ def bare_openvino(path: Path, hint: str, shape: tuple[int, ...]):
     return lambda x: request.infer({"image": x})[port]
 
 
-def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: Path) -> dict:
-    model, path, export_s = export(name, hw, tmp)
+def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dict,
+                checkpoint: Path | None = None, data_root: Path | None = None) -> dict:  # fmt: skip
+    model, path, export_s = export(name, hw, tmp, checkpoint)
     t = time.perf_counter()
     int8 = {
         flavour: lower(path, target, hw, calib)
@@ -105,7 +114,10 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: Pat
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return model(xt).argmax(1).numpy()
 
+    backends = {}
+
     def ours(backend):
+        backends[backend] = None
         return lambda x: backend.run(x)["labels"]
 
     rows = {"torch_eager/fp32": eager}
@@ -148,9 +160,11 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: Pat
         f"{rt}/{p}": round(100 * (medians[f"{rt}_ours/{p}"] / medians[f"{rt}_bare/{p}"] - 1), 2)
         for rt, p in [(k.split("_")[0], k.split("/")[1]) for k in rows if "_ours/" in k]
     }
+    accuracy = camvid_accuracy(rows, backends, checkpoint, data_root) if checkpoint else None
     return {
         "model": name,
-        **MODELS[name],
+        **MODELS.get(name, {"checkpoint": str(checkpoint)}),
+        **({"camvid_val": accuracy} if accuracy else {}),
         "input": list(shape),
         "onnx_mb": round(path.stat().st_size / 1e6, 1),
         "int8_mb": {f: round(p.stat().st_size / 1e6, 1) for f, p in int8.items()},
@@ -162,15 +176,37 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: Pat
     }
 
 
+def camvid_accuracy(rows: dict, backends: dict, checkpoint: Path, data_root: Path) -> dict:
+    """Each of our rows on all of CamVid val, at the checkpoint's training size, with agreement to ORT FP32."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    size = tuple(ckpt["train_config"]["resize"])
+    ds = build_dataset("camvid", str(data_root), "val")
+    ours = {k: b for k, b in zip([k for k in rows if "_ours/" in k], backends, strict=True)}
+    scores = {k: score(b, ds, size, keep_predictions=True) for k, b in ours.items()}
+    ref = scores["ort_ours/fp32"]
+    pixels = sum(p.size for p in ref.predictions)
+    return {"size": list(size), "images": len(ds), "rows": {
+        k: {"mean_iou": round(100 * s.metrics["mean_iou"], 2),
+            "miou_delta_points": round(100 * (s.metrics["mean_iou"] - ref.metrics["mean_iou"]), 2),
+            "pixel_agreement": round(sum(pixel_agreement(a, b) * a.size for a, b in
+                                         zip(s.predictions, ref.predictions, strict=True)) / pixels, 4)}
+        for k, s in scores.items()}}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="paper,narrow")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--size", default="360x480")
+    ap.add_argument("--checkpoint", type=Path, help="a trained checkpoint: the `trained` model (with --data-root)")
+    ap.add_argument("--data-root", type=Path, help="CamVid folder: INT8 calibration (train) and accuracy (val)")
+    ap.add_argument("--calib-images", type=int, default=100)
     args = ap.parse_args()
+    if "trained" in args.models and not (args.checkpoint and args.data_root):
+        raise SystemExit("--models trained needs --checkpoint CK.pt and --data-root CAMVID")
     hw = parse_hw(args.size, "--size")
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = set(names) - set(MODELS)
+    unknown = set(names) - set(MODELS) - {"trained"}
     if unknown:
         raise SystemExit(f"--models: unknown {sorted(unknown)}; choose from {', '.join(MODELS)}")
     env = fingerprint()
@@ -191,8 +227,12 @@ def main() -> None:
         rng = np.random.default_rng(1)
         for i in range(4):
             Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)).save(calib / f"noise{i}.png")
+        noise = dict(calib_data=calib, num_images=4, method="minmax")
+        camvid = dict(calib_dataset="camvid:train", data_root=args.data_root, num_images=args.calib_images)
         for name in names:
-            result["models"].append(bench_model(name, hw, args.runs, tmp, calib))
+            trained = name == "trained"
+            result["models"].append(bench_model(name, hw, args.runs, tmp, camvid if trained else noise,
+                                                args.checkpoint if trained else None, args.data_root))
     result["loadavg_after"] = os.getloadavg()
     result["libraries"] = {**fingerprint()["libraries"], "openvino": ov.__version__}
     print(json.dumps(result, indent=1))
