@@ -163,6 +163,11 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     exclude_nodes = int8.resolve_exclude(model, cfg.exclude)
     if cfg.precision == "int8":
         convs = {n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")}
+        if not convs:
+            raise FcnDeployError(
+                f"{cfg.model}: has no Conv/ConvTranspose node, so INT8 would quantize nothing; give an FCN model "
+                "(from `fcn-deploy export`) or lower this one with --fp16"
+            )
         if not convs - set(exclude_nodes):
             raise FcnDeployError(
                 f"{cfg.model}: --exclude keeps every Conv/ConvTranspose in float, so nothing would be quantized; "
