@@ -332,3 +332,68 @@ def test_pareto_labels_of_near_identical_points_do_not_overlap():
     for i, a in enumerate(boxes):
         for b in boxes[i + 1:]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+
+
+def auto_rows() -> list[dict]:
+    """FP32, FP16, plain INT8 and an --auto INT8 row (auto_plan_mark's fields) close together on the plot."""
+    mark = {"auto_plan_kept_groups": ["conv3"], "auto_plan_metric": "miou", "auto_plan_max_drop": 0.3,
+            "auto_plan_drop": 0.2}  # fmt: skip
+    return [make_row("onnxruntime", "fp32", "64x64", mean_iou=0.887, latency_ms_median=2.0),
+            make_row("onnxruntime", "fp16", "64x64", mean_iou=0.886, latency_ms_median=1.9),
+            make_row("onnxruntime", "int8", "64x64", mean_iou=0.80, latency_ms_median=1.0),
+            make_row("onnxruntime", "int8", "64x64", mean_iou=0.885, latency_ms_median=1.1, **mark)]  # fmt: skip
+
+
+def test_pareto_rings_and_labels_the_auto_plan():
+    from fcn_deploy.report.plots import _pyplot, pareto_figure
+
+    fig = pareto_figure(auto_rows(), "t")
+    try:
+        ax = fig.axes[0]
+        rings = [c for c in ax.collections if c.get_gid() == "auto-plan"]
+        assert len(rings) == 1 and rings[0].get_offsets().tolist() == [[1.1, 88.5]]
+        texts = {t.get_text(): t for t in ax.texts}
+        assert "onnxruntime int8 auto 64x64 (1 in FP32)" in texts and "onnxruntime int8 64x64" in texts
+        assert texts["onnxruntime int8 auto 64x64 (1 in FP32)"].get_fontweight() == "bold"
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert {"ONNX Runtime", "FP32", "FP16", "INT8", "INT8 --auto plan", "Pareto front"} <= set(legend)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        from matplotlib.text import Text
+
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the text alone, not its leader line
+        for i, a in enumerate(boxes):
+            assert not any(a.overlaps(b) for b in boxes[i + 1:]), ax.texts[i].get_text()
+    finally:
+        _pyplot().close(fig)
+    plain = pareto_figure(auto_rows()[:3])
+    try:
+        assert not [c for c in plain.axes[0].collections if c.get_gid() == "auto-plan"]
+        assert "INT8 --auto plan" not in [t.get_text() for t in plain.axes[0].get_legend().get_texts()]
+    finally:
+        _pyplot().close(plain)
+
+
+def test_report_draws_the_auto_plan_from_the_model_card(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    from test_plan_plot import hand_plan
+
+    from fcn_deploy.report.plots import plot_auto_plans
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])]))  # fmt: skip
+    plan = hand_plan(8)
+    ModelCard.default("fcn8s", 4, provenance={"lowering": {"target": "tensorrt", "auto_plan": plan}}).attach(model)
+    onnx.save(model, str(tmp_path / "model.int8-trt-auto.onnx"))
+    rows = auto_rows()
+    rows[3]["model"] = str(tmp_path / "model.int8-trt-auto.onnx")
+    rows.append({**rows[3], "size": "32x32"})  # a second size of the same model: drawn once
+    files = plot_auto_plans(rows, tmp_path)
+    assert list(files) == ["auto_plan_tensorrt"] and files["auto_plan_tensorrt"] == tmp_path / "auto_plan_tensorrt.png"
+    from fcn_deploy.calibration.plan_plot import plan_rows
+
+    with Image.open(files["auto_plan_tensorrt"]) as im:
+        assert im.format == "PNG" and im.size == plan_rows(plan).size_px()
+    assert plot_auto_plans(auto_rows(), tmp_path / "none") == {}  # no --auto row with a model: nothing

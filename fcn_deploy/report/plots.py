@@ -12,6 +12,9 @@ from fcn_deploy.core.errors import MissingDependencyError
 
 PRECISION_COLOURS = {"fp32": "#1f77b4", "fp16": "#2ca02c", "int8": "#d62728", "bf16": "#9467bd"}
 BACKEND_MARKERS = {"torch": "s", "onnxruntime": "o", "tensorrt": "^", "openvino": "v"}
+AUTO_COLOUR = "#ff7f0e"  # the ring around an --auto plan's point (as the kept groups in calibration.plan_plot)
+AUTO_RING_S = 300  # its scatter size (points^2)
+AUTO_RING_PX = 12  # its half width in display pixels, kept clear of labels
 
 
 def _pyplot():
@@ -34,8 +37,20 @@ def _save(fig, path: Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
+def is_auto(row: dict) -> bool:
+    """A row whose INT8 model is an `--auto` plan (report.scoring.auto_plan_mark)."""
+    return row.get("auto_plan_kept_groups") is not None
+
+
 def row_label(row: dict) -> str:
-    return f"{row['backend']} {row['precision']} {row['size']}"
+    return f"{row['backend']} {row['precision']}{' auto' if is_auto(row) else ''} {row['size']}"
+
+
+def point_label(row: dict) -> str:
+    """The Pareto label: the row, and for an auto plan how many groups it kept in FP32."""
+    if not is_auto(row):
+        return row_label(row)
+    return f"{row_label(row)} ({len(row['auto_plan_kept_groups'])} in FP32)"
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -68,7 +83,8 @@ def _place_labels(fig, ax, pts: Sequence[dict], xs: Sequence[float], ys: Sequenc
     marker (drawn with a leader line when it had to move away); the rest keep the last offset tried."""
     renderer = fig.canvas.get_renderer()
     taken = [ax.transData.transform((x, y)) for x, y in zip(xs, ys, strict=True)]
-    marker_boxes = [(px - 6, py - 6, px + 6, py + 6) for px, py in taken]
+    half = [AUTO_RING_PX if is_auto(r) else 6 for r in pts]  # an auto plan's ring is wider than a marker
+    marker_boxes = [(px - h, py - h, px + h, py + h) for (px, py), h in zip(taken, half, strict=True)]
     placed: list[tuple[float, float, float, float]] = []
 
     def hits(b, boxes) -> bool:
@@ -76,18 +92,19 @@ def _place_labels(fig, ax, pts: Sequence[dict], xs: Sequence[float], ys: Sequenc
 
     inside = ax.get_window_extent(renderer)
     for k in sorted(range(len(pts)), key=lambda i: (xs[i], -ys[i])):
+        weight = "bold" if is_auto(pts[k]) else "normal"
         for dx, dy in _OFFSETS:
             # measured without its leader line: an arrow's extent would cover the marker it points at
-            text = ax.annotate(row_label(pts[k]), (xs[k], ys[k]), textcoords="offset points", xytext=(dx, dy),
-                               fontsize=8, ha="left" if dx > 0 else "right")  # fmt: skip
+            text = ax.annotate(point_label(pts[k]), (xs[k], ys[k]), textcoords="offset points", xytext=(dx, dy),
+                               fontsize=8, ha="left" if dx > 0 else "right", fontweight=weight)  # fmt: skip
             bb = text.get_window_extent(renderer)
             box = (bb.x0, bb.y0, bb.x1, bb.y1)
             fits = inside.x0 <= bb.x0 and bb.x1 <= inside.x1 and inside.y0 <= bb.y0 and bb.y1 <= inside.y1
             text.remove()
             if fits and not hits(box, placed) and not hits(box, marker_boxes):
                 break
-        ax.annotate(row_label(pts[k]), (xs[k], ys[k]), textcoords="offset points", xytext=(dx, dy), fontsize=8,
-                    ha="left" if dx > 0 else "right",
+        ax.annotate(point_label(pts[k]), (xs[k], ys[k]), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                    ha="left" if dx > 0 else "right", fontweight=weight,
                     arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.6} if (dx, dy) not in _OFFSETS[:4] else None)  # fmt: skip
         placed.append(box)
     return placed  # the labels' boxes (display pixels)
@@ -103,6 +120,9 @@ def _legend(ax, rows: Sequence[dict], front: bool) -> None:
                       label=BACKEND_NAMES.get(b, b)) for b in backends]  # fmt: skip
     handles += [Line2D([], [], ls="", marker="o", mfc=PRECISION_COLOURS.get(p, "gray"), mec="black", ms=7,
                        label=p.upper()) for p in precisions]  # fmt: skip
+    if any(is_auto(r) for r in rows):
+        handles.append(Line2D([], [], ls="", marker="o", mfc="none", mec=AUTO_COLOUR, mew=2, ms=13,
+                              label="INT8 --auto plan"))  # fmt: skip
     if front:
         handles.append(Line2D([], [], ls="--", color="gray", lw=1, label="Pareto front"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
@@ -110,6 +130,18 @@ def _legend(ax, rows: Sequence[dict], front: bool) -> None:
 
 
 def plot_pareto(rows: Sequence[dict], path: Path, title: str = "") -> Path:
+    plt = _pyplot()
+    fig = pareto_figure(rows, title)
+    try:
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def pareto_figure(rows: Sequence[dict], title: str = ""):
+    """The figure of pareto.png (the caller closes it): one marker per measured row, an --auto plan's ringed
+    (gid "auto-plan"), the front dashed, every label placed clear of the others and of the markers."""
     plt = _pyplot()
     pts = measured(rows)
     fig, ax = plt.subplots(figsize=(8, 4.8))
@@ -121,6 +153,10 @@ def plot_pareto(rows: Sequence[dict], path: Path, title: str = "") -> Path:
                 x, y, s=60, c=PRECISION_COLOURS.get(r["precision"], "gray"),
                 marker=BACKEND_MARKERS.get(r["backend"], "D"), edgecolors="black", linewidths=0.5, zorder=3,
             )
+        auto = [(x, y) for r, x, y in zip(pts, xs, ys, strict=True) if is_auto(r)]
+        if auto:  # a ring round the plan's point: the row to compare with plain INT8
+            ax.scatter(*zip(*auto, strict=True), s=AUTO_RING_S, facecolors="none", edgecolors=AUTO_COLOUR,
+                       linewidths=2, zorder=4, gid="auto-plan")  # fmt: skip
         front = pareto_front(list(zip(xs, ys, strict=True)))
         if len(front) > 1:
             ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="gray", lw=1, zorder=2)
@@ -146,10 +182,10 @@ def plot_pareto(rows: Sequence[dict], path: Path, title: str = "") -> Path:
             _legend(ax, pts, len(front) > 1)
             fig.canvas.draw()  # final limits and layout before the labels measure themselves
             _place_labels(fig, ax, pts, xs, ys)
-        _save(fig, path)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return fig
 
 
 def plot_per_class(rows: Sequence[dict], class_names: Sequence[str], path: Path, title: str = "") -> Path:
@@ -187,3 +223,24 @@ def plot_per_class(rows: Sequence[dict], class_names: Sequence[str], path: Path,
     finally:
         plt.close(fig)
     return path
+
+
+def plot_auto_plans(rows: Sequence[dict], output: Path) -> dict[str, Path]:
+    """auto_plan.TARGET.png (calibration.plan_plot) for each --auto INT8 ONNX among the measured rows, its plan
+    read from the model card's provenance without loading the weights. {} when there is none or no matplotlib."""
+    import json
+
+    from fcn_deploy.calibration.plan_plot import draw_plan
+    from fcn_deploy.core.card import METADATA_KEY
+    from fcn_deploy.runtime.cpu_auto import read_metadata
+
+    files: dict[str, Path] = {}
+    for model in dict.fromkeys(str(r["model"]) for r in measured(rows) if is_auto(r) and r.get("model")):
+        if not model.endswith(".onnx"):
+            continue  # an engine: its plan is its ONNX's (the tensorrt target's file is not a row's model)
+        card = json.loads(read_metadata(model).get(METADATA_KEY) or "{}")
+        lowering = (card.get("provenance") or {}).get("lowering") or {}
+        key = f"auto_plan_{lowering.get('target', 'onnxruntime')}"
+        if key not in files and (path := draw_plan(lowering.get("auto_plan"), output / f"{key}.png")):
+            files[key] = path
+    return files

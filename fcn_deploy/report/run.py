@@ -90,7 +90,7 @@ def report_meta(cfg: ReportConfig, inp: Inputs, fp32: Path, started: float) -> d
 
 
 def write_outputs(output: Path, scored: Scored, inp: Inputs, cfg: ReportConfig) -> dict[str, Path]:
-    from fcn_deploy.report.plots import plot_pareto, plot_per_class
+    from fcn_deploy.report.plots import plot_auto_plans, plot_pareto, plot_per_class
     from fcn_deploy.report.samples import pick_images, write_sample
 
     card = inp.card
@@ -99,6 +99,7 @@ def write_outputs(output: Path, scored: Scored, inp: Inputs, cfg: ReportConfig) 
         "per_class": plot_per_class(scored.rows, card.class_names, output / "per_class.png",
                                     f"per-class IoU, {cfg.dataset}:{cfg.split}"),
     }  # fmt: skip
+    files.update(plot_auto_plans(scored.rows, output))  # the --auto plans' sensitivity pictures
     for n, (i, why) in enumerate(pick_images(scored.sample_order, cfg.num_samples)):
         image, labels = inp.dataset[i]
         name = f"{n:02d}_image{i}_{why.replace(' ', '_')}.png"
