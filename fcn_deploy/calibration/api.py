@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fcn_deploy.calibration import cache as calib_cache
-from fcn_deploy.calibration import fp16, int8, ranges
+from fcn_deploy.calibration import fp16, guard, int8, ranges
 from fcn_deploy.calibration.images import ImageSet, from_dataset, from_folder, from_video
 from fcn_deploy.calibration.reader import ImageReader
 from fcn_deploy.calibration.summary import compare
@@ -54,9 +54,12 @@ class QuantizeConfig:
     latency_shape: tuple[int, int] | None = None  # default: the first held-out image at the first calib shape
     fp16_max_activation: float = fp16.DATA_MAX
     auto: bool = False  # INT8: measured per-group sensitivity and an automatic FP32-group plan (calibration.plan)
-    max_drop: float = 0.3  # --auto budget, points of `metric` on images held out from the ranges
-    metric: str | None = None  # --auto: miou | agreement (default miou when the images have masks)
-    plan_images: int = 32  # --auto: calibration images held out from range fitting to judge the plan
+    # INT8: the budget of the guard (calibration.guard) and of --auto, points of `metric` on `plan_images`
+    # calibration images held out from the ranges; strict: past the budget raise instead of warning
+    max_drop: float = 0.3
+    metric: str | None = None  # miou | agreement (default miou when the images have masks)
+    plan_images: int = 32
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,9 @@ def _check_config(cfg: QuantizeConfig) -> None:
         raise FcnDeployError("give one calibration source: --calib-data, --calib-dataset or --calib-video")
     if cfg.auto and cfg.precision != "int8":
         raise FcnDeployError("--auto plans INT8 only; use it with --int8")
-    if cfg.auto and cfg.max_drop < 0:
+    if cfg.precision == "int8" and cfg.max_drop < 0:
         raise FcnDeployError(f"--max-drop {cfg.max_drop}: must be 0 or more points")
-    if cfg.auto and cfg.plan_images < 1:
+    if cfg.precision == "int8" and cfg.plan_images < 1:
         raise FcnDeployError(f"--plan-images {cfg.plan_images}: must be at least 1")
 
 
@@ -180,8 +183,8 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
             log.warning("%s: too few layers to keep the first conv and the output head in FP32; quantizing all",
                         cfg.model)
     calib_images, held_out = _select_images(cfg)
-    plan_images = None
-    if cfg.auto:
+    plan_images = None  # INT8: held out from the ranges to judge the lowering (guard) and the --auto plan
+    if cfg.precision == "int8" and (cfg.auto or len(calib_images) >= 2):
         from fcn_deploy.calibration.sensitivity import split_for_plan
 
         calib_images, plan_images = split_for_plan(calib_images, cfg.plan_images)
@@ -228,7 +231,8 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         if cfg.precision == "int8":
             details = {"target": cfg.target, "method": cfg.method, "tool": _ort_tool(),
                        "weight_bits": 8 if cfg.target == "tensorrt" else 7, "auto": cfg.auto}
-            if plan_images is not None:
+            judge = None
+            if cfg.auto:
                 from fcn_deploy.calibration.plan import search
 
                 plan_card = card or _stand_in_card(model, norm, input_name, plan_images)
@@ -238,8 +242,12 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
                               cache_key={"calibration": key.digest()})  # fmt: skip
                 exclude_nodes = sorted(set(exclude_nodes) | set(auto.kept_nodes))
                 details["auto_plan"] = {**auto.to_dict(), "plan_images_asked": cfg.plan_images}
+                judge = auto.judge
             lowered = int8.quantize_qdq(prepared, tensor_ranges, cfg.target, exclude_nodes)
             kept = exclude_nodes
+            details["guard"] = _guard(cfg, lowered, plan_images, shapes[0],
+                                      card or _stand_in_card(model, norm, input_name, plan_images or held_out), judge)
+            guard.enforce(details["guard"], output, cfg.strict, cfg.auto)
         else:
             keep = fp16.block_list(prepared, tensor_ranges, cfg.fp16_max_activation, exclude_nodes)
 
@@ -256,7 +264,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
             **details,
             "parent_onnx_sha256": key.onnx_sha256,
             "calibration_source": calib_images.source,
-            # --auto: the selection's total; `range_images` of them fit the ranges, the rest judged the plan
+            # INT8: the selection's total; `range_images` of them fit the ranges, the rest judged the guard/plan
             "num_images": len(calib_images) + (len(plan_images) if plan_images is not None else 0),
             **({"range_images": len(calib_images)} if plan_images is not None else {}),
             "skipped_images": calib_images.skipped,
@@ -278,6 +286,13 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     write_bytes(output, data)
     write_text(summary_path, json.dumps(summary, indent=1, default=_json_default) + "\n")
     return QuantizeResult(output, summary, summary_path, cached is not None)
+
+
+def _guard(cfg: QuantizeConfig, lowered: Any, images: ImageSet | None, size: tuple[int, int] | None,
+           card: ModelCard, judge: Any) -> dict[str, Any]:  # fmt: skip
+    # The graph about to be written: the card attached after this does not change what it computes.
+    return guard.measure(cfg.model, lowered.SerializeToString(), images, size, card, cfg.metric, cfg.max_drop,
+                         cfg.plan_images, judge)
 
 
 def _stand_in_card(model: Any, norm: Normalization, input_name: str, images: ImageSet) -> ModelCard:

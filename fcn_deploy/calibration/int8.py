@@ -234,11 +234,18 @@ def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclud
     quantizer.quantize_model()
     if target == "tensorrt":
         unquantize_fusable_add_inputs(quantizer.model.model)
+        _drop_unused_initializers(quantizer.model.model)  # the removed pairs' scales (ORT warns about each)
     quantizer.model.topological_sort()  # the quantizer appends Q/DQ out of order; parsers and checker need order
     out = quantizer.model.model
     _check_outputs_float(out)
     onnx.checker.check_model(out)
     return out
+
+
+def _drop_unused_initializers(model: Any) -> None:
+    used = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+    for t in [t for t in model.graph.initializer if t.name not in used]:
+        model.graph.initializer.remove(t)
 
 
 def _check_outputs_float(model: Any) -> None:

@@ -57,6 +57,7 @@ class Plan:
     final: Measurement | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     evaluations: int = 0
+    judge: Evaluator | None = field(default=None, repr=False)  # scored the plan: the guard reuses its FP32 reference
 
     def to_dict(self) -> dict[str, Any]:
         ranked = sorted(self.sensitivities, key=lambda s: -s.score)
@@ -155,6 +156,7 @@ def search(
     plan.kept_nodes = sorted({n for k in kept for n in k.group.nodes})
     plan.final = current
     plan.evaluations = ev.evaluations
+    plan.judge = ev
     say(f"  auto plan: {len(kept)} group(s) in FP32 ({', '.join(plan.kept) or 'none'}), drop {current.drop:.2f} "
         f"points on the plan images ({ev.evaluations} lowered models scored)")
     return plan

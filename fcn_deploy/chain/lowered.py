@@ -23,7 +23,7 @@ CALIBRATION_FIELDS = tuple(k for k in _DEFAULTS if k not in ("output", "target")
 # Options mismatch() checks against the lowering's provenance, and options that do not change the lowered graph;
 # any other option (exclusions, seed, float ends, mean/std) is not recorded, so a step that sets one lowers again.
 CHECKED = ("calib_data", "calib_dataset", "data_root", "calib_video", "num_images", "method", "calib_shapes",
-           "fp16_max_activation", "auto", "max_drop", "metric", "plan_images")  # fmt: skip
+           "fp16_max_activation", "auto", "max_drop", "metric", "plan_images", "strict")  # fmt: skip
 NO_EFFECT = ("cache", "eval_images", "latency_runs", "latency_shape")
 
 
@@ -77,13 +77,17 @@ class LoweredOnnx:
         if self.precision == "int8":
             wanted.update(target=self.target, method=options["method"])
             wanted["auto"], rec = bool(options.get("auto")), {**rec, "auto": bool(rec.get("auto"))}
-            if options.get("auto"):  # the --auto budget, recorded in the plan (fcn_deploy.calibration.plan)
-                plan = rec.get("auto_plan") or {}
-                rec.update(max_drop=plan.get("max_drop"), plan_images=plan.get("plan_images_asked"),
-                           metric=plan.get("metric"))
-                wanted.update(max_drop=options["max_drop"], plan_images=options["plan_images"])
-                if options.get("metric"):
-                    wanted["metric"] = options["metric"]
+            # the INT8 budget, recorded by the --auto plan (fcn_deploy.calibration.plan) or else by the guard
+            # (fcn_deploy.calibration.guard); both judge on images held out from the ranges
+            auto = bool(options.get("auto"))
+            budget = rec.get("auto_plan" if auto else "guard") or {}
+            rec.update(max_drop=budget.get("max_drop"), metric=budget.get("metric"),
+                       plan_images=budget.get("plan_images_asked" if auto else "images_asked"))
+            wanted.update(max_drop=options["max_drop"], plan_images=options["plan_images"])
+            if options.get("metric"):
+                wanted["metric"] = options["metric"]
+            if options.get("strict") and (rec.get("guard") or {}).get("within_budget") is False:
+                return "it failed its INT8 budget (--strict)"
         else:
             wanted["fp16_max_activation"] = options["fp16_max_activation"]
         wanted["num_images"] = options["num_images"]

@@ -61,9 +61,10 @@ LOWERING_HELP = "As in `fcn-deploy quantize`; used when --int8/--fp16 lowers an 
 @click.option("--exclude", multiple=True, help=LOWERING_HELP)
 @click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help=LOWERING_HELP)
 @click.option("--auto", is_flag=True, default=None, help=LOWERING_HELP + " (--int8: the measured FP32-group plan)")
-@click.option("--max-drop", type=float, help=LOWERING_HELP + " (--auto budget, points)")
-@click.option("--metric", type=click.Choice(("miou", "agreement")), help=LOWERING_HELP + " (--auto metric)")
-@click.option("--plan-images", type=click.IntRange(min=1), help=LOWERING_HELP + " (--auto)")
+@click.option("--max-drop", type=float, help=LOWERING_HELP + " (--int8 budget of the guard and --auto, points)")
+@click.option("--metric", type=click.Choice(("miou", "agreement")), help=LOWERING_HELP + " (--int8 budget metric)")
+@click.option("--plan-images", type=click.IntRange(min=1), help=LOWERING_HELP + " (--int8 held-out images)")
+@click.option("--strict", is_flag=True, default=None, help=LOWERING_HELP + " (--int8: past --max-drop an error)")
 def command(
     model,
     fp16,
@@ -90,6 +91,9 @@ def command(
     given_calib = {k: v for k, v in calib.items() if v not in (None, ())}
     if given_calib and not (int8 or fp16):
         raise click.UsageError(f"--{next(iter(given_calib)).replace('_', '-')} only applies with --int8 or --fp16")
+    int8_only = [k for k in ("auto", "max_drop", "metric", "plan_images", "strict") if k in given_calib]
+    if fp16 and int8_only:
+        raise click.UsageError(f"--{int8_only[0].replace('_', '-')} applies to --int8 only (the INT8 budget)")
     if "calib_shapes" in given_calib:
         given_calib["calib_shapes"] = tuple(parse_hw_list(given_calib["calib_shapes"], "--calib-shapes"))
     if "calib_cache" in given_calib:

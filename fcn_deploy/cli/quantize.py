@@ -55,15 +55,17 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
               help="FP16: nodes whose activations exceed this on calibration images stay FP32.")
 @click.option("--auto", is_flag=True, help="INT8: measure each layer group's sensitivity and keep the fewest, "
               "cheapest groups in FP32 until the drop is within --max-drop.")
-@click.option("--max-drop", type=float, default=DEFAULTS.max_drop, show_default=True,
-              help="--auto budget in points (mean IoU x100, or 100 - pixel agreement %).")
-@click.option("--metric", type=click.Choice(METRICS), help="--auto metric (default: miou with masks, else agreement).")
-@click.option("--plan-images", type=int, default=DEFAULTS.plan_images, show_default=True,
-              help="--auto: calibration images held out from the ranges to judge the plan.")
+@click.option("--max-drop", type=float, help="INT8 budget in points (mean IoU x100, or 100 - pixel agreement %): "
+              f"past it a warning (--strict: an error); --auto's target.  [default: {DEFAULTS.max_drop:g}]")
+@click.option("--metric", type=click.Choice(METRICS),
+              help="INT8 budget metric, of the guard and --auto (default: miou with masks, else agreement).")
+@click.option("--plan-images", type=int, help="INT8: calibration images held out from the ranges to judge the "
+              f"lowering (and the --auto plan).  [default: {DEFAULTS.plan_images}]")
+@click.option("--strict", is_flag=True, help="INT8: an error (nothing written) instead of a warning past --max-drop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video, num_images, method, calib_shapes,
             target, exclude, cache, output, mean, std, seed, eval_images, fp16_max_activation, auto, max_drop, metric,
-            plan_images, as_json) -> None:
+            plan_images, strict, as_json) -> None:
     """Lower MODEL.onnx to INT8 or FP16, calibrated on real images, and write a JSON summary beside it."""
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.core.shapes import parse_hw_list
@@ -73,6 +75,11 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
     precision = "int8" if int8 else "fp16" if fp16 else None
     if precision is None:
         raise FcnDeployError("choose a precision: --int8 or --fp16")
+    budget = {"max_drop": max_drop, "metric": metric, "plan_images": plan_images, "strict": strict or None}
+    budget = {k: v for k, v in budget.items() if v is not None}
+    if precision != "int8" and (budget or auto):
+        flag = "--auto" if auto else f"--{next(iter(budget)).replace('_', '-')}"
+        raise FcnDeployError(f"{flag} applies to --int8 only (the INT8 budget); drop it or use --int8")
     from fcn_deploy.chain.artifact import replacements_only
     from fcn_deploy.chain.lowered import LoweredOnnx
     from fcn_deploy.core.paths import check_outputs
@@ -87,7 +94,7 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
         calib_data=calib_data, calib_dataset=calib_dataset, data_root=data_root, calib_video=calib_video,
         num_images=num_images, method=method, exclude=tuple(exclude), cache=cache, mean=_triple(mean, "--mean"),
         std=_triple(std, "--std"), seed=seed, eval_images=eval_images, fp16_max_activation=fp16_max_activation,
-        **(dict(auto=True, max_drop=max_drop, metric=metric, plan_images=plan_images) if auto else {}),
+        auto=auto, **budget,
         calib_shapes=tuple(parse_hw_list(calib_shapes, "--calib-shapes")) if calib_shapes else None,
     )  # fmt: skip
     # A command that names its output lowers again (reuse=False): it prints the summary of this calibration.
@@ -108,6 +115,11 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
         click.echo(f"  auto plan    {len(plan['kept_groups'])} group(s) in FP32 ({', '.join(plan['kept_groups']) or 'none'}): "
                    f"{plan['metric']} drop {plan['full_int8']['drop']:.2f} -> {plan['final']['drop']:.2f} points "
                    f"(budget {plan['max_drop']:g}) on {plan['plan_images']} held-out calibration images")
+    g = s.get("guard")
+    if g and g.get("measured"):
+        verdict = "within" if g["within_budget"] else "OVER"
+        click.echo(f"  INT8 guard   {g['metric']} drop {g['drop']:.2f} points on {g['images']} held-out calibration "
+                   f"images: {verdict} budget {g['max_drop']:g}")
     if s.get("kept_fp32_nodes"):
         click.echo(f"  kept FP32    {', '.join(s['kept_fp32_nodes'])}")
     if "pixel_agreement" in s:
