@@ -7,7 +7,14 @@ import pytest
 from test_runtime_helpers import PALETTE, channel_card, colour_image
 
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.runtime.visualize import Visualizer, VisualizeSpec, blend, softmax
+from fcn_deploy.runtime.visualize import (
+    Visualizer,
+    VisualizeSpec,
+    blend,
+    colour_bar_box,
+    legend_row_px,
+    softmax,
+)
 
 CARD = channel_card(("labels", "logits"))
 
@@ -70,3 +77,72 @@ def test_bad_specs():
     frame, labels = colour_image(8, 8)
     with pytest.raises(FcnDeployError, match="logits or probs"):
         Visualizer(CARD, VisualizeSpec.parse("heatmap:red", CARD)).render(frame, labels, None)
+
+
+SIZES = [(30, 60), (120, 160), (360, 480), (1080, 1920)]
+
+
+def changed_box(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) around every pixel where a and b differ (exclusive ends)."""
+    ys, xs = np.nonzero((a != b).any(-1))
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+@pytest.mark.parametrize("h,w", SIZES)
+def test_side_by_side_legend_stays_inside_the_overlay_panel(h, w):
+    frame, labels = colour_image(h, w)
+    plain = Visualizer(CARD, VisualizeSpec.parse("side-by-side", CARD)).render(frame, labels)
+    out = Visualizer(CARD, VisualizeSpec.parse("side-by-side", CARD, legend=True)).render(frame, labels)
+    x0, y0, x1, y1 = changed_box(out, plain)
+    assert w <= x0 and x1 <= 2 * w and y1 <= h  # inside the right (overlay) panel
+    assert (out[:, :w] == frame).all()  # the input panel untouched
+    assert y1 - y0 <= 3 * legend_row_px(h) + legend_row_px(h) // 2  # three classes: three rows and a margin
+    if h >= 120:  # every swatch drawn in its palette colour
+        for colour in PALETTE:
+            assert (out[y0:y1, x0:x1] == colour).all(-1).sum() >= (round(0.7 * legend_row_px(h)) - 2) ** 2  # inside its outline
+
+
+def test_legend_is_scaled_to_the_frame():
+    heights = []
+    for h, w in SIZES[1:]:
+        frame, labels = colour_image(h, w)
+        plain = Visualizer(CARD, VisualizeSpec.parse("overlay", CARD)).render(frame, labels)
+        out = Visualizer(CARD, VisualizeSpec.parse("overlay", CARD, legend=True)).render(frame, labels)
+        x0, y0, x1, y1 = changed_box(out, plain)
+        assert x1 <= w and y1 <= h
+        heights.append(y1 - y0)
+    assert heights[0] < heights[1] < heights[2]
+    assert heights[2] > 2 * heights[1]  # 1080 vs 360 rows: a fixed-size legend would not grow
+
+
+@pytest.mark.parametrize("h,w", SIZES[1:])
+def test_heatmap_draws_a_colour_bar_from_one_to_zero(h, w):
+    frame, labels = colour_image(h, w)
+    logits = np.stack([np.full((h, w), 8.0, np.float32), np.zeros((h, w), np.float32),
+                       np.zeros((h, w), np.float32)])  # fmt: skip  # P(green) ~ 0 everywhere: all blue
+    out = Visualizer(CARD, VisualizeSpec.parse("heatmap:green", CARD, alpha=1.0)).render(frame, labels, logits)
+    x0, y0, x1, y1 = colour_bar_box(h, w)
+    assert 0 < x0 < x1 <= w and 0 < y0 < y1 < h and y1 - y0 == round(h / 2)
+    bar = out[y0:y1, x0:x1].astype(int)
+    top, bottom = bar[: max(2, (y1 - y0) // 20)], bar[-max(2, (y1 - y0) // 20):]
+    assert top[..., 0].min() > 100 and top[..., 2].max() < 60  # jet at 1: red
+    assert bottom[..., 2].min() > 100 and bottom[..., 0].max() < 60  # jet at 0: blue
+    middle = bar[(y1 - y0) // 2]
+    assert middle[:, 1].min() > 150  # 0.5: green-cyan
+    plain_blue = out[h - 2, w // 2]  # far from the bar and the text: the probability's own colour
+    assert plain_blue[2] > 100 and plain_blue[0] < 60
+    same = (out == plain_blue).all(-1)
+    same[: y1 + h // 10, x0 - w // 4 :] = True  # the bar and its ticks: their corner only
+    same[h - max(h // 8, 24) :, : w // 2] = True  # the P(green) line
+    assert same.all()
+
+
+@pytest.mark.parametrize("h,w", [(20, 24), (48, 64), (95, 300)])
+def test_no_colour_bar_on_a_frame_too_small_for_one(h, w):
+    assert colour_bar_box(h, w) is None
+    frame, labels = colour_image(h, w)
+    logits = np.zeros((3, h, w), np.float32)  # P = 1/3 everywhere
+    out = Visualizer(CARD, VisualizeSpec.parse("heatmap:green", CARD, alpha=1.0)).render(frame, labels, logits)
+    assert out.shape == (h, w, 3)
+    if h >= 48:  # (a 20-px frame is all caption)
+        assert (out[: h // 2] == out[0, 0]).all()  # one colour above the caption: no bar

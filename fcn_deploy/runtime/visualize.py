@@ -1,4 +1,5 @@
-"""Drawing segmentation results: overlay, mask, side-by-side, class heat maps, legend and an FPS line.
+"""Drawing segmentation results: overlay, mask, side-by-side, class heat maps (with a colour bar), legend and an
+FPS line. Text, legend and colour bar are sized to the frame.
 
 All images are HxWx3 uint8 RGB. Colours and class names come from the model card only.
 """
@@ -14,6 +15,7 @@ from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.runtime.opencv import import_cv2
 
 MODES = ("overlay", "mask", "side-by-side", "heatmap")
+MIN_BAR_FRAME_PX = 96  # smaller frames get no colour bar
 
 
 def palette_lut(palette: tuple[tuple[int, int, int], ...]) -> np.ndarray:
@@ -60,23 +62,92 @@ def resolve_class(card: ModelCard, name: str) -> int:
     raise FcnDeployError(f"heatmap class {name!r} is not in this model; its classes are: {shown}")
 
 
+def text_scale(height: int) -> float:
+    """OpenCV font scale for text on a picture `height` pixels high: 0.5 at 480 px, 0.35 at the least."""
+    return max(0.35, 0.5 * height / 480)
+
+
 def put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 0.5) -> None:
-    """White text on a dark outline, in place."""
+    """White text on a dark outline (both as thick as the text is large), in place."""
     cv2 = import_cv2()
-    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    thin = max(1, round(2 * scale))
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thin + 2, cv2.LINE_AA)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thin, cv2.LINE_AA)
 
 
-def draw_legend(image: np.ndarray, labels: np.ndarray, card: ModelCard, lut: np.ndarray) -> None:
-    """Swatch + name of each class present in `labels`, top-right, in place."""
+def text_size(text: str, scale: float) -> tuple[int, int]:
+    """(width, height above the baseline) of `text` as put_text draws it."""
+    cv2 = import_cv2()
+    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, round(2 * scale)) + 2)
+    return w, h
+
+
+def legend_row_px(panel_height: int) -> int:
+    """Height of one legend row: 1/24 of the panel (20 px at 480), 12 to 48 px."""
+    return int(np.clip(round(panel_height / 24), 12, 48))
+
+
+def draw_legend(image: np.ndarray, labels: np.ndarray, card: ModelCard, lut: np.ndarray,
+                panel: tuple[int, int] | None = None) -> tuple[int, int, int, int] | None:  # fmt: skip
+    """Swatch + name of each class present in `labels`, in place, at the top right of the panel spanning columns
+    panel = (x0, x1) of `image` (the whole image by default), sized to the panel's height and never leaving it;
+    the rows that do not fit are left out. Returns the legend's box (x0, y0, x1, y1), None when nothing fits."""
+    cv2 = import_cv2()
+    px0, px1 = panel or (0, image.shape[1])
+    row = legend_row_px(image.shape[0])
+    swatch, pad, scale = round(0.7 * row), max(2, row // 4), row / 40
+    room = px1 - px0 - 2 * pad - swatch - pad  # width left for a name
     present = [int(c) for c in np.unique(labels) if 0 <= c < card.num_classes]
-    row, x0 = 16, max(image.shape[1] - 150, 0)
-    for i, c in enumerate(present):
-        y = 6 + i * row
-        if y + row > image.shape[0]:
-            break
-        image[y : y + 12, x0 : x0 + 12] = lut[c]
-        put_text(image, card.class_names[c][:18], (x0 + 16, y + 11), 0.4)
+    names = []
+    for c in present[: max(0, (image.shape[0] - 2 * pad) // row)]:
+        name = card.class_names[c][:24]
+        while name and text_size(name, scale)[0] > room:
+            name = name[:-1]
+        names.append((c, name))
+    if not names or room < 1:
+        return None
+    width = swatch + pad + max(text_size(n, scale)[0] for _, n in names) + 2 * pad
+    x1 = px1 - pad
+    x0 = max(px0 + pad, x1 - width)
+    y0, y1 = pad, pad + len(names) * row + pad // 2
+    image[y0:y1, x0:x1] //= 2  # a darker backing so that names read on any scene
+    for i, (c, name) in enumerate(names):
+        top = y0 + pad // 2 + i * row + (row - swatch) // 2
+        image[top : top + swatch, x0 + pad : x0 + pad + swatch] = lut[c]
+        cv2.rectangle(image, (x0 + pad, top), (x0 + pad + swatch - 1, top + swatch - 1), (255, 255, 255), 1)
+        put_text(image, name, (x0 + 2 * pad + swatch, top + swatch - max(1, swatch // 8)), scale)
+    return x0, y0, x1, y1
+
+
+def colour_bar_box(height: int, width: int) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of the heat map's colour bar: at the right edge, half the frame high, 1/40 of it wide;
+    None for a frame under MIN_BAR_FRAME_PX on a side (a bar there would hide much of the heat map)."""
+    if min(height, width) < MIN_BAR_FRAME_PX:
+        return None
+    pad = max(3, round(0.02 * min(height, width)))
+    bar_w, bar_h = max(6, round(width / 40)), round(height / 2)
+    _, text_h = text_size("1", text_scale(height))
+    x1, y0 = width - pad, pad + text_h
+    return x1 - bar_w, y0, x1, y0 + bar_h
+
+
+def draw_colour_bar(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The probability scale in place: the jet colours from 1 (top) to 0 (bottom), outlined, ticked 1 / 0.5 / 0
+    on its left. Returns its box (see colour_bar_box)."""
+    box = colour_bar_box(*image.shape[:2])
+    if box is None:
+        return None
+    cv2 = import_cv2()
+    x0, y0, x1, y1 = box
+    ramp = colormap(np.linspace(1.0, 0.0, y1 - y0)[:, None])  # (bar_h, 1, 3)
+    image[y0:y1, x0:x1] = ramp
+    cv2.rectangle(image, (x0 - 1, y0 - 1), (x1, y1), (0, 0, 0), 1)
+    scale = text_scale(image.shape[0])
+    for value, y in ((1.0, y0), (0.5, (y0 + y1) // 2), (0.0, y1)):
+        text = f"{value:g}"
+        w, h = text_size(text, scale)
+        put_text(image, text, (x0 - 4 - w, min(image.shape[0] - 2, y + h // 2)), scale)
+    return box
 
 
 @dataclass(frozen=True)
@@ -128,7 +199,9 @@ class Visualizer:
                 prob = cv2.resize(prob.astype(np.float32), (frame.shape[1], frame.shape[0]),
                                   interpolation=cv2.INTER_LINEAR)  # fmt: skip
             out = blend(frame, colormap(prob), spec.alpha)
-            put_text(out, f"P({self.card.class_names[spec.heat_class]})", (6, out.shape[0] - 8))
+            put_text(out, f"P({self.card.class_names[spec.heat_class]})", (6, out.shape[0] - 8),
+                     text_scale(out.shape[0]))  # fmt: skip
+            draw_colour_bar(out)
             return out
         colour = colorize(labels, self.lut)
         if spec.mode == "mask":
@@ -137,9 +210,10 @@ class Visualizer:
             out = blend(frame, colour, spec.alpha)
         else:
             out = np.concatenate([frame, blend(frame, colour, spec.alpha)], axis=1)
-        if spec.legend:
+        if spec.legend:  # side-by-side: inside the overlay panel (the right one)
             out = np.ascontiguousarray(out)
-            draw_legend(out, labels, self.card, self.lut)
+            w = frame.shape[1]
+            draw_legend(out, labels, self.card, self.lut, (w, 2 * w) if spec.mode == "side-by-side" else None)
         return out
 
 
