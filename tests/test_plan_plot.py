@@ -80,3 +80,12 @@ def test_no_plan_or_no_matplotlib_draws_nothing(tmp_path, monkeypatch, caplog):
     assert not (tmp_path / "b.png").exists()
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "needs matplotlib" in lines[0] and "b.png" in lines[0]
+
+
+def test_group_names_lose_the_exporters_scope_and_op_type():
+    from fcn_deploy.calibration.plan_plot import short_names
+
+    names = ["/model/conv1_2/Conv", "/model/upscore2/ConvTranspose", "/model/Add", "/model/Add_1"]
+    assert short_names(names, ["Conv", "ConvTranspose", "Add", "Add"]) == ["conv1_2", "upscore2", "Add", "Add_1"]
+    assert short_names(["/m/a/Conv", "/m/a"], ["Conv", "Add"]) == ["/m/a/Conv", "/m/a"]  # would be ambiguous
+    assert short_names(["conv0"], ["Conv"]) == ["conv0"]

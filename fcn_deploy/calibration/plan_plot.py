@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,13 +67,27 @@ def plan_rows(plan: dict[str, Any]) -> PlanRows:
         steps.append((what, float(s["drop"])))
         before = now
     return PlanRows(
-        names=[s["group"] for s in sens],
+        names=short_names([s["group"] for s in sens], [s.get("op_type", "") for s in sens]),
         kept=[s["group"] in kept for s in sens],
         alone_drop=[float(s["only_quantized"]["drop"]) for s in sens],
         recovered=[float(s.get("gain_in_fp32", 0.0)) for s in sens],
         latency_pct=[100.0 * float(s.get("latency_share", 0.0)) for s in sens],
         steps=steps,
     )
+
+
+def short_names(names: Sequence[str], op_types: Sequence[str]) -> list[str]:
+    """Group names as a person reads them: '/model/conv1_2/Conv' -> 'conv1_2' (the exporter's scope shared by
+    all, and a trailing '/OpType', dropped); a name that would become empty or ambiguous stays whole."""
+    prefix = os.path.commonprefix(list(names)) if len(names) > 1 else ""
+    prefix = prefix[: prefix.rfind("/") + 1]
+    out = []
+    for name, op in zip(names, op_types, strict=True):
+        short = name[len(prefix):]
+        if op and short.endswith(f"/{op}"):
+            short = short[: -len(op) - 1]
+        out.append(short or name)
+    return out if len(set(out)) == len(out) else list(names)
 
 
 def title_of(plan: dict[str, Any]) -> str:
@@ -141,6 +156,12 @@ def _sensitivity(ax: Any, rows: PlanRows, n: int) -> None:
             label.set_fontweight("bold")
     ax.set_ylim(n - 0.5, -0.5)  # most sensitive on top
     ax.axvline(0, color="black", lw=0.6)
+    values = [*rows.alone_drop, *rows.recovered, 0.0]
+    span = max(values) - min(values)
+    lo = min(values) - 0.02 * span  # no empty negative half
+    ax.set_xlim(lo, max(max(values) + 0.08 * span, lo + 0.5))  # at least half a point wide: noise looks small
+    if max(map(abs, values)) <= 1e-6:
+        ax.text(0.5, 0.5, "no group changes the metric", transform=ax.transAxes, ha="center", fontsize=9)
     ax.set_xlabel("sensitivity (metric points)")
     ax.grid(True, axis="x", alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
