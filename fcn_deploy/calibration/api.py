@@ -60,6 +60,7 @@ class QuantizeConfig:
     metric: str | None = None  # miou | agreement (default miou when the images have masks)
     plan_images: int = 32
     strict: bool = False
+    weight_bits: int | None = None  # INT8 --target onnxruntime: 7 or 8; None: chosen from this CPU's flags
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,10 @@ def _check_config(cfg: QuantizeConfig) -> None:
         raise FcnDeployError(f"--max-drop {cfg.max_drop}: must be 0 or more points")
     if cfg.precision == "int8" and cfg.plan_images < 1:
         raise FcnDeployError(f"--plan-images {cfg.plan_images}: must be at least 1")
+    if cfg.precision == "int8":
+        int8.choose_weight_bits(cfg.target, cfg.weight_bits)  # refuses a bad --weight-bits before any work
+    elif cfg.weight_bits is not None:
+        raise FcnDeployError("--weight-bits applies to --int8 only")
 
 
 def _card_and_norm(model: Any, cfg: QuantizeConfig) -> tuple[ModelCard | None, Normalization]:
@@ -229,8 +234,9 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
             tensor_ranges = cached
 
         if cfg.precision == "int8":
-            details = {"target": cfg.target, "method": cfg.method, "tool": _ort_tool(),
-                       "weight_bits": 8 if cfg.target == "tensorrt" else 7, "auto": cfg.auto}
+            bits, why = int8.choose_weight_bits(cfg.target, cfg.weight_bits)
+            details = {"target": cfg.target, "method": cfg.method, "tool": _ort_tool(), "weight_bits": bits,
+                       "weight_bits_reason": why, "auto": cfg.auto}
             judge = None
             if cfg.auto:
                 from fcn_deploy.calibration.plan import search
@@ -239,11 +245,11 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
                 auto = search(cfg.model, prepared, tensor_ranges, cfg.target, exclude_nodes, plan_images, shapes[0],
                               plan_card, cfg.max_drop, cfg.metric, say=log.info,
                               cache=Path(f"{cfg.cache}.sensitivity.json") if cfg.cache else None,
-                              cache_key={"calibration": key.digest()})  # fmt: skip
+                              cache_key={"calibration": key.digest()}, weight_bits=bits)  # fmt: skip
                 exclude_nodes = sorted(set(exclude_nodes) | set(auto.kept_nodes))
                 details["auto_plan"] = {**auto.to_dict(), "plan_images_asked": cfg.plan_images}
                 judge = auto.judge
-            lowered = int8.quantize_qdq(prepared, tensor_ranges, cfg.target, exclude_nodes)
+            lowered = int8.quantize_qdq(prepared, tensor_ranges, cfg.target, exclude_nodes, bits)
             kept = exclude_nodes
             details["guard"] = _guard(cfg, lowered, plan_images, shapes[0],
                                       card or _stand_in_card(model, norm, input_name, plan_images or held_out), judge)

@@ -13,9 +13,11 @@ on ORT CPU here, and it silently falls back to random scales without data.
   fuses them), never on their outputs or the network output; no int32 bias Q/DQ (TensorRT's parser rejects it).
 - `onnxruntime`: what ORT CPU turns into QLinearConv-style int8 kernels (U8S8): asymmetric uint8 activations,
   symmetric int8 per-channel weights, int32 biases, Q/DQ around every op ORT quantizes. Weights use 7 bits
-  (ORT's reduce_range): on x86 CPUs without VNNI, ORT's U8S8 kernels multiply-add pairs into saturating int16
-  (VPMADDUBSW); with full 8-bit weights a CamVid FCN-8s agreed with FP32 on only 87% of pixels here (-7.8 mIoU),
-  with 7-bit weights on 99% (+0.2 mIoU) at the same speed.
+  (ORT's reduce_range) on x86 CPUs without VNNI: ORT's AVX2 U8S8 kernels multiply-add pairs into saturating int16
+  (VPMADDUBSW); with full 8-bit weights a CamVid FCN-8s agreed with FP32 on only 87% of pixels (-7.8 mIoU), with
+  7-bit weights on 99% (+0.2 mIoU) at the same speed. With AVX512-VNNI, AVX-VNNI or AMX-INT8 the kernels
+  accumulate u8 x s8 straight into int32 (VPDPBUSD), nothing saturates, and 8-bit weights keep one more bit:
+  `choose_weight_bits` picks by the quantizing CPU's flags (the deployment CPU may differ: --weight-bits).
   The fixed bilinear upsampling is rewritten from dense diagonal [C, C, k, k] to grouped form first (identical
   output, C times fewer multiply-adds): ORT's ConvTranspose was a visible share of the INT8 graph's time.
 """
@@ -30,6 +32,8 @@ from fcn_deploy.calibration.ranges import TensorRange
 from fcn_deploy.core.errors import FcnDeployError
 
 TARGETS = ("tensorrt", "onnxruntime")
+WEIGHT_BITS = (7, 8)
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # ORT's U8S8 kernels without int16 saturation
 TENSORRT_OP_TYPES = ("Conv", "ConvTranspose", "Add")
 QDQ_OP_TYPES = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearAdd", "ConvInteger", "MatMulInteger",
                 "DynamicQuantizeLinear", "QLinearMatMul"}
@@ -42,6 +46,31 @@ def prepare(model_path: Path, out_path: Path) -> Path:
     # Symbolic shape inference does not handle the FCN crop arithmetic: ONNX shape inference suffices here.
     quant_pre_process(str(model_path), str(out_path), skip_symbolic_shape=True)
     return out_path
+
+
+def choose_weight_bits(target: str, asked: int | None = None,
+                       flags: dict[str, bool] | None = None) -> tuple[int, str]:  # fmt: skip
+    """(weight bits, why) for `target`: TensorRT's are 8; ONNX Runtime's `asked`, else 8 on a CPU whose flags
+    (core.environment.cpu_flags; `flags` for tests) name VNNI or AMX-INT8, else 7 (see the module docstring)."""
+    if asked is not None and asked not in WEIGHT_BITS:
+        raise FcnDeployError(f"--weight-bits {asked}: choose 7 or 8")
+    if target == "tensorrt":
+        if asked == 7:
+            raise FcnDeployError("--weight-bits 7 applies to --target onnxruntime; TensorRT INT8 weights are 8-bit")
+        return 8, "TensorRT INT8 weights are 8-bit"
+    if asked is not None:
+        return asked, f"--weight-bits {asked}"
+    if flags is None:
+        from fcn_deploy.core.environment import cpu_flags
+
+        flags = cpu_flags()
+    if flags is None:
+        return 7, "CPU flags unknown (no /proc/cpuinfo flags): 7-bit weights are safe on every ONNX Runtime CPU"
+    have = [f for f in VNNI_FLAGS if flags.get(f)]
+    if have:
+        return 8, f"CPU has {', '.join(have)}: ONNX Runtime's U8S8 kernels do not saturate, 8-bit weights"
+    return 7, (f"CPU has none of {', '.join(VNNI_FLAGS)}: ONNX Runtime's AVX2 U8S8 kernels saturate with 8-bit "
+               "weights, 7-bit weights")
 
 
 def op_types_to_quantize(target: str) -> list[str]:
@@ -194,8 +223,11 @@ def unquantize_fusable_add_inputs(model: Any) -> list[str]:
     return changed
 
 
-def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclude_nodes: Sequence[str]) -> Any:
-    """Insert Q/DQ into `model` (an ONNX ModelProto with inferred shapes) and return the quantized ModelProto."""
+def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclude_nodes: Sequence[str],
+                 weight_bits: int | None = None) -> Any:  # fmt: skip
+    """Insert Q/DQ into `model` (an ONNX ModelProto with inferred shapes) and return the quantized ModelProto.
+
+    weight_bits: 7 or 8 (choose_weight_bits); None: 8 for TensorRT, 7 (portable) for ONNX Runtime."""
     import numpy as np
     import onnx
     from onnxruntime.quantization import QuantType
@@ -207,6 +239,7 @@ def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclud
     if max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0) < 13:
         raise FcnDeployError("the model's opset is below 13 (per-channel Q/DQ needs 13); re-export it")
     symmetric = target == "tensorrt"
+    reduce_range = (weight_bits or (8 if symmetric else 7)) == 7
     pick = TensorRange.symmetric if symmetric else TensorRange.asymmetric
     tensors_range = TensorsData(
         CalibrationMethod.MinMax,
@@ -222,7 +255,7 @@ def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclud
     quantizer = QDQQuantizer(
         model,
         True,  # per_channel
-        not symmetric,  # reduce_range: 7-bit weights for U8S8, see the module docstring
+        reduce_range,  # 7-bit weights for U8S8 without VNNI, see the module docstring
         QuantType.QInt8,
         QuantType.QInt8 if symmetric else QuantType.QUInt8,
         tensors_range,

@@ -90,6 +90,7 @@ def search(
     say: Callable[[str], None] = log.info,
     cache: Path | None = None,
     cache_key: dict[str, Any] | None = None,
+    weight_bits: int | None = None,
 ) -> Plan:
     """The plan for `prepared` (the calibrated FP32 graph quantize lowers); `fp32` is the FP32 model (path/bytes).
 
@@ -102,13 +103,13 @@ def search(
     metric = metric or ("miou" if plan_images.has_masks else "agreement")
     if metric not in METRICS:
         raise FcnDeployError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
-    ev = Evaluator(fp32, prepared, ranges, target, plan_images, size, card, metric)
+    ev = Evaluator(fp32, prepared, ranges, target, plan_images, size, card, metric, weight_bits)
     base = sorted(set(base_exclude))
     full = ev.measure(base)
     say(f"  auto plan on {len(plan_images)} held-out calibration images ({metric}): full INT8 drops "
         f"{full.drop:.2f} points, budget {max_drop:g}")
     candidates = [g for g in groups(prepared) if g.name not in set(base)]
-    key = {**(cache_key or {}), "target": target, "base_exclude": base, "plan_ids": list(images.ids),
+    key = {**(cache_key or {}), "target": target, "weight_bits": weight_bits, "base_exclude": base, "plan_ids": list(images.ids),
            "metric": metric, "size": list(size) if size else None, "groups": [list(g.nodes) for g in candidates]}
     sens = _load_cached(cache, key, candidates, full) if cache else None
     if sens is None:

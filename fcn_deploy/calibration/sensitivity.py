@@ -162,16 +162,17 @@ class Evaluator(Judge):
     """Scores lowered variants of one calibrated graph against the FP32 model on the plan images."""
 
     def __init__(self, fp32: str | Path | bytes, prepared: Any, ranges: dict[str, TensorRange], target: str,
-                 images: PlanImages, size: tuple[int, int] | None, card: ModelCard, metric: str) -> None:  # fmt: skip
+                 images: PlanImages, size: tuple[int, int] | None, card: ModelCard, metric: str,
+                 weight_bits: int | None = None) -> None:  # fmt: skip
         super().__init__(fp32, images, size, card, metric)
-        self.prepared, self.ranges, self.target = prepared, ranges, target
+        self.prepared, self.ranges, self.target, self.weight_bits = prepared, ranges, target, weight_bits
 
     def lower(self, exclude_nodes: Sequence[str]) -> Any:
         import onnx
 
         model = onnx.ModelProto()
         model.CopyFrom(self.prepared)  # quantize_qdq rewrites the graph it is given
-        return int8.quantize_qdq(model, self.ranges, self.target, sorted(set(exclude_nodes)))
+        return int8.quantize_qdq(model, self.ranges, self.target, sorted(set(exclude_nodes)), self.weight_bits)
 
     def measure(self, exclude_nodes: Sequence[str]) -> Measurement:
         return self.measure_model(self.lower(exclude_nodes))

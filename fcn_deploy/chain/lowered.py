@@ -23,7 +23,7 @@ CALIBRATION_FIELDS = tuple(k for k in _DEFAULTS if k not in ("output", "target")
 # Options mismatch() checks against the lowering's provenance, and options that do not change the lowered graph;
 # any other option (exclusions, seed, float ends, mean/std) is not recorded, so a step that sets one lowers again.
 CHECKED = ("calib_data", "calib_dataset", "data_root", "calib_video", "num_images", "method", "calib_shapes",
-           "fp16_max_activation", "auto", "max_drop", "metric", "plan_images", "strict")  # fmt: skip
+           "fp16_max_activation", "auto", "max_drop", "metric", "plan_images", "strict", "weight_bits")  # fmt: skip
 NO_EFFECT = ("cache", "eval_images", "latency_runs", "latency_shape")
 
 
@@ -75,7 +75,10 @@ class LoweredOnnx:
         options = {**_DEFAULTS, **self.calibration}
         wanted = {"precision": self.precision, "calibration_source": calibration_source(options)}
         if self.precision == "int8":
-            wanted.update(target=self.target, method=options["method"])
+            from fcn_deploy.calibration.int8 import choose_weight_bits
+
+            wanted.update(target=self.target, method=options["method"],
+                          weight_bits=choose_weight_bits(self.target, options.get("weight_bits"))[0])
             wanted["auto"], rec = bool(options.get("auto")), {**rec, "auto": bool(rec.get("auto"))}
             # the INT8 budget, recorded by the --auto plan (fcn_deploy.calibration.plan) or else by the guard
             # (fcn_deploy.calibration.guard); both judge on images held out from the ranges

@@ -61,11 +61,13 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
               help="INT8 budget metric, of the guard and --auto (default: miou with masks, else agreement).")
 @click.option("--plan-images", type=int, help="INT8: calibration images held out from the ranges to judge the "
               f"lowering (and the --auto plan).  [default: {DEFAULTS.plan_images}]")
+@click.option("--weight-bits", type=click.IntRange(7, 8), help="INT8 --target onnxruntime weight bits "
+              "[default: 8 on a CPU with avx512_vnni/avx_vnni/amx_int8, else 7: AVX2 U8S8 kernels saturate].")
 @click.option("--strict", is_flag=True, help="INT8: an error (nothing written) instead of a warning past --max-drop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video, num_images, method, calib_shapes,
             target, exclude, cache, output, mean, std, seed, eval_images, fp16_max_activation, auto, max_drop, metric,
-            plan_images, strict, as_json) -> None:
+            plan_images, weight_bits, strict, as_json) -> None:
     """Lower MODEL.onnx to INT8 or FP16, calibrated on real images, and write a JSON summary beside it."""
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.core.shapes import parse_hw_list
@@ -75,11 +77,12 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
     precision = "int8" if int8 else "fp16" if fp16 else None
     if precision is None:
         raise FcnDeployError("choose a precision: --int8 or --fp16")
-    budget = {"max_drop": max_drop, "metric": metric, "plan_images": plan_images, "strict": strict or None}
-    budget = {k: v for k, v in budget.items() if v is not None}
-    if precision != "int8" and (budget or auto):
-        flag = "--auto" if auto else f"--{next(iter(budget)).replace('_', '-')}"
-        raise FcnDeployError(f"{flag} applies to --int8 only (the INT8 budget); drop it or use --int8")
+    int8_options = {"max_drop": max_drop, "metric": metric, "plan_images": plan_images, "weight_bits": weight_bits,
+              "strict": strict or None}
+    int8_options = {k: v for k, v in int8_options.items() if v is not None}
+    if precision != "int8" and (int8_options or auto):
+        flag = "--auto" if auto else f"--{next(iter(int8_options)).replace('_', '-')}"
+        raise FcnDeployError(f"{flag} applies to --int8 only; drop it or use --int8")
     from fcn_deploy.chain.artifact import replacements_only
     from fcn_deploy.chain.lowered import LoweredOnnx
     from fcn_deploy.core.paths import check_outputs
@@ -94,7 +97,7 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
         calib_data=calib_data, calib_dataset=calib_dataset, data_root=data_root, calib_video=calib_video,
         num_images=num_images, method=method, exclude=tuple(exclude), cache=cache, mean=_triple(mean, "--mean"),
         std=_triple(std, "--std"), seed=seed, eval_images=eval_images, fp16_max_activation=fp16_max_activation,
-        auto=auto, **budget,
+        auto=auto, **int8_options,
         calib_shapes=tuple(parse_hw_list(calib_shapes, "--calib-shapes")) if calib_shapes else None,
     )  # fmt: skip
     # A command that names its output lowers again (reuse=False): it prints the summary of this calibration.
@@ -106,7 +109,8 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
         click.echo(json.dumps(s))
         return
     click.echo(f"wrote {result.output} ({s['precision']}"
-               + (f", target {s['target']}, {s['method']}" if s["precision"] == "int8" else "") + ")")
+               + (f", target {s['target']}, {s['method']}, {s['weight_bits']}-bit weights: {s['weight_bits_reason']}"
+                  if s["precision"] == "int8" else "") + ")")
     click.echo(f"  calibration  {s['num_images']} images from {s['calibration_source']}"
                + (f" ({s['skipped_images']} corrupt skipped)" if s["skipped_images"] else "")
                + (" [cache hit]" if result.cache_hit else ""))
