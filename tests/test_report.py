@@ -397,3 +397,45 @@ def test_report_draws_the_auto_plan_from_the_model_card(tmp_path):
     with Image.open(files["auto_plan_tensorrt"]) as im:
         assert im.format == "PNG" and im.size == plan_rows(plan).size_px()
     assert plot_auto_plans(auto_rows(), tmp_path / "none") == {}  # no --auto row with a model: nothing
+
+
+def test_sample_legend_wraps_to_show_every_class(tmp_path):
+    from fcn_deploy.core.card import voc_palette
+    from fcn_deploy.report.samples import MIN_PANEL_PX, write_sample
+
+    names = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+             "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+             "tvmonitor")  # fmt: skip
+    palette = voc_palette(21)
+    truth = (np.arange(32 * 32).reshape(32, 32) % 21).astype(np.uint8)
+    path = write_sample(tmp_path / "voc.png", np.zeros((32, 32, 3), np.uint8), truth, [("FP32", truth)],
+                        palette, names)  # fmt: skip
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB")).astype(int)
+    assert arr.shape[1] < 4 * MIN_PANEL_PX  # three panels: too narrow for one line of 21 names
+    below = arr[MIN_PANEL_PX + 40:]  # under the panels (and their titles)
+    for name, colour in zip(names, palette, strict=True):
+        assert (np.abs(below - colour).sum(-1) == 0).sum() >= 100, name  # its swatch (15x15 inside the outline)
+
+
+def test_per_class_bars_differ_in_colour_and_zeros_are_marked():
+    from fcn_deploy.report.plots import _pyplot, per_class_figure
+
+    rows = [make_row("torch", "fp32", "64x64", mean_iou=0.8, latency_ms_median=5.0),
+            *auto_rows()]  # fmt: skip
+    for r in rows:
+        r["per_class_iou"] = {"background": 0.9, "thing": 0.0 if r["precision"] == "int8" else 0.5}
+    fig = per_class_figure(rows, ["background", "thing"])
+    try:
+        ax = fig.axes[0]
+        bars = {c.get_label(): c for c in ax.containers if c.get_label() and not c.get_label().startswith("_")}
+        assert list(bars) == ["torch fp32 64x64", "onnxruntime fp32 64x64", "onnxruntime fp16 64x64",
+                              "onnxruntime int8 64x64", "onnxruntime int8 auto 64x64"]  # fmt: skip
+        colours = [tuple(round(v, 3) for v in c.patches[0].get_facecolor()) for c in bars.values()]
+        assert len(set(colours)) == len(colours)  # two FP32 and two INT8 rows: still five colours
+        zeros = [p for p in ax.patches if p.get_gid() == "zero"]
+        assert len(zeros) == 2 and all(p.get_height() > 0 for p in zeros)  # both INT8 rows' 0% on "thing"
+        assert [t.get_text() for t in ax.texts] == ["0", "0"]
+        assert {tuple(round(v, 3) for v in p.get_edgecolor()) for p in zeros} == set(colours[3:])
+    finally:
+        _pyplot().close(fig)

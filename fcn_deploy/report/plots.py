@@ -188,9 +188,35 @@ def pareto_figure(rows: Sequence[dict], title: str = ""):
     return fig
 
 
+BACKEND_SHADES = {"torch": -0.4, "onnxruntime": 0.0, "tensorrt": 0.45, "openvino": 0.25}  # <0 darker, >0 lighter
+
+
+def bar_colour(row: dict) -> tuple[float, float, float]:
+    """per_class.png's colour of a row: its precision's (as in pareto.png), darker or lighter by backend, so that
+    two rows of one precision differ in colour and not only in hatching; an --auto plan's in the ring's orange."""
+    from matplotlib.colors import to_rgb
+
+    if is_auto(row):
+        return to_rgb(AUTO_COLOUR)
+    base = to_rgb(PRECISION_COLOURS.get(row["precision"], "gray"))
+    k = BACKEND_SHADES.get(row["backend"], 0.0)
+    return tuple(c * (1 + k) if k < 0 else c + (1 - c) * k for c in base)  # type: ignore[return-value]
+
+
 def plot_per_class(rows: Sequence[dict], class_names: Sequence[str], path: Path, title: str = "") -> Path:
-    """One group of bars per class; one bar per measured row of the first size, coloured by precision as in
-    pareto.png and hatched by backend (PyTorch //, TensorRT xx, OpenVINO ..); a 0% IoU is drawn as a short bar outlined in its colour with a 0 above it, never as nothing."""
+    plt = _pyplot()
+    fig = per_class_figure(rows, class_names, title)
+    try:
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def per_class_figure(rows: Sequence[dict], class_names: Sequence[str], title: str = ""):
+    """One group of bars per class; one bar per measured row of the first size (label = row_label), coloured by
+    bar_colour and hatched by backend (PyTorch //, TensorRT xx, OpenVINO ..); a 0% IoU is drawn as a short bar
+    outlined in its colour with a 0 above it, never as nothing. The caller closes the figure."""
     plt = _pyplot()
     pts = [r for r in measured(rows) if r.get("per_class_iou")]
     if pts:
@@ -200,16 +226,15 @@ def plot_per_class(rows: Sequence[dict], class_names: Sequence[str], path: Path,
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(class_names) * max(1, n / 2)), 4.5))
     try:
         width = 0.8 / n
-        colours = plt.get_cmap("tab10").colors
         for j, r in enumerate(pts):
-            colour = PRECISION_COLOURS.get(r["precision"], colours[j % len(colours)])  # as in pareto.png
+            colour = bar_colour(r)
             values = [100 * (r["per_class_iou"].get(c) or 0.0) for c in class_names]
             offsets = [i - 0.4 + width * (j + 0.5) for i in range(len(class_names))]
             ax.bar(offsets, values, width=width, label=row_label(r), color=colour,
                    hatch=BACKEND_HATCHES.get(r["backend"], ""), edgecolor="black", linewidth=0.3)  # fmt: skip
             for x, v in zip(offsets, values, strict=True):
                 if v < 0.5:  # a zero: visible, in the row's colour
-                    ax.bar(x, 1.2, width=width, color="white", edgecolor=colour, linewidth=1.5)
+                    ax.bar(x, 1.2, width=width, color="white", edgecolor=colour, linewidth=1.5, gid="zero")
                     ax.text(x, 1.8, "0", ha="center", va="bottom", fontsize=7, color="black")
         ax.set_xticks(range(len(class_names)))
         ax.set_xticklabels(class_names, rotation=45, ha="right", fontsize=8)
@@ -219,10 +244,10 @@ def plot_per_class(rows: Sequence[dict], class_names: Sequence[str], path: Path,
         ax.grid(True, axis="y", alpha=0.3)
         if pts:
             ax.legend(fontsize=7, ncol=min(n, 3), loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
-        _save(fig, path)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return fig
 
 
 def plot_auto_plans(rows: Sequence[dict], output: Path) -> dict[str, Path]:

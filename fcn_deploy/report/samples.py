@@ -22,6 +22,7 @@ GAP_PX = 6
 MIN_PANEL_PX = 256  # small images are enlarged (nearest) so that they can be seen
 FONT_PX = 15
 SWATCH_PX = 16
+LEGEND_LINE_PX = SWATCH_PX + 8
 
 
 def _font(size: int = FONT_PX):
@@ -60,7 +61,7 @@ def pick_images(agreement: Sequence[float], count: int = 3) -> list[tuple[int, s
 def side_by_side(panels: Sequence[tuple[str, np.ndarray]],
                  legend: Sequence[tuple[str, Sequence[int]]] = ()) -> np.ndarray:  # fmt: skip
     """Titled HxWx3 panels in one row, each resized (nearest) to the first panel's height (at least MIN_PANEL_PX),
-    with a row of class colour swatches under them. A title may hold two lines (\\n)."""
+    with lines of class colour swatches under them (as many as every class needs). A title may hold two lines (\\n)."""
     h = max(panels[0][1].shape[0], MIN_PANEL_PX)
     font = _font()
     tiles = []
@@ -73,21 +74,36 @@ def side_by_side(panels: Sequence[tuple[str, np.ndarray]],
         ImageDraw.Draw(tile).multiline_text((3, 2), title, fill=(0, 0, 0), font=font, spacing=3)
         tiles.append(tile)
     width = sum(t.width for t in tiles) + GAP_PX * (len(tiles) - 1)
-    legend_h = SWATCH_PX + 12 if legend else 0
+    lines = _legend_lines(legend, width, font)
+    legend_h = len(lines) * LEGEND_LINE_PX + 6 if lines else 0
     canvas = Image.new("RGB", (width, h + HEADER_PX + legend_h), (255, 255, 255))
     x = 0
     for t in tiles:
         canvas.paste(t, (x, 0))
         x += t.width + GAP_PX
-    if legend:
-        draw, x, y = ImageDraw.Draw(canvas), 3, h + HEADER_PX + 6
-        for name, colour in legend:
-            if x + SWATCH_PX + 8 + draw.textlength(name, font=font) > width:
-                break  # a legend never widens the picture
+    draw = ImageDraw.Draw(canvas)
+    for k, line in enumerate(lines):
+        y = h + HEADER_PX + 6 + k * LEGEND_LINE_PX
+        for x, name, colour in line:
             draw.rectangle((x, y, x + SWATCH_PX, y + SWATCH_PX), fill=tuple(int(c) for c in colour), outline=(0, 0, 0))
             draw.text((x + SWATCH_PX + 4, y), name, fill=(0, 0, 0), font=font)
-            x += SWATCH_PX + 16 + int(draw.textlength(name, font=font))
     return np.asarray(canvas)
+
+
+def _legend_lines(legend: Sequence[tuple[str, Sequence[int]]], width: int,
+                  font) -> list[list[tuple[int, str, Sequence[int]]]]:  # fmt: skip
+    """The swatches as lines of (x, name, colour) that fit `width`: every class shown, the picture never widened."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines: list[list[tuple[int, str, Sequence[int]]]] = []
+    x = width
+    for name, colour in legend:
+        step = SWATCH_PX + 16 + int(draw.textlength(name, font=font))
+        if x + step - 12 > width and (not lines or lines[-1]):
+            lines.append([])
+            x = 3
+        lines[-1].append((x, name, colour))
+        x += step
+    return lines
 
 
 def write_sample(
