@@ -89,3 +89,22 @@ def test_group_names_lose_the_exporters_scope_and_op_type():
     assert short_names(names, ["Conv", "ConvTranspose", "Add", "Add"]) == ["conv1_2", "upscore2", "Add", "Add_1"]
     assert short_names(["/m/a/Conv", "/m/a"], ["Conv", "Add"]) == ["/m/a/Conv", "/m/a"]  # would be ambiguous
     assert short_names(["conv0"], ["Conv"]) == ["conv0"]
+
+
+def test_quantize_auto_writes_the_plan_picture_beside_the_model(tmp_path):
+    from test_precision_plan import auto_cfg, fragile_fcn, write_images
+
+    from fcn_deploy.calibration.api import QuantizeConfig, quantize
+
+    model, calib = fragile_fcn(tmp_path / "m.onnx"), write_images(tmp_path / "calib", 12)
+    result = quantize(auto_cfg(model, calib, target="onnxruntime", metric="agreement", max_drop=1.0,
+                               output=tmp_path / "m.int8.onnx"))  # fmt: skip
+    picture = tmp_path / "m.int8.plan.png"
+    plan = result.summary["auto_plan"]
+    assert plan["kept_groups"][:1] == ["score"]
+    with Image.open(picture) as im:
+        assert im.format == "PNG" and im.size == plan_rows(plan).size_px()
+    assert kept_pixels(picture) > 200  # the fragile group is marked
+    plain = quantize(QuantizeConfig(model=model, calib_data=calib, precision="int8", method="minmax", num_images=8,
+                                    latency_runs=1, output=tmp_path / "plain.onnx"))  # fmt: skip
+    assert plain.output.is_file() and not (tmp_path / "plain.plan.png").exists()  # no --auto: no picture

@@ -186,7 +186,10 @@ def _steps(ax: Any, rows: PlanRows, budget: float) -> None:
     ax.plot(xs, drops, "-o", color="black", ms=4, lw=1, label="measured drop")
     if xs:
         ax.plot(xs[-1], drops[-1], "*", color=KEPT, ms=14, mec="black", zorder=3, label="the plan")
+    for x, d in zip(xs, drops, strict=True):  # the values: a big first drop flattens the rest of the line
+        ax.annotate(f"{d:.2f}", (x, d), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.axhline(budget, color=ALONE, ls="--", lw=1, label=f"budget {budget:g}")
+    ax.set_xlim(-0.4, max(len(xs) - 1, 0) + 0.6)  # room for the last value's text
     ax.set_xticks(xs)
     ax.set_xticklabels([what for what, _ in rows.steps], rotation=60, ha="right", fontsize=7)
     ax.set_xlabel("step (+ kept in FP32, - back to INT8)", fontsize=8)
