@@ -108,3 +108,12 @@ def test_quantize_auto_writes_the_plan_picture_beside_the_model(tmp_path):
     plain = quantize(QuantizeConfig(model=model, calib_data=calib, precision="int8", method="minmax", num_images=8,
                                     latency_runs=1, output=tmp_path / "plain.onnx"))  # fmt: skip
     assert plain.output.is_file() and not (tmp_path / "plain.plan.png").exists()  # no --auto: no picture
+
+
+def test_the_kept_precision_names_the_labels(tmp_path):
+    plan = {**hand_plan(4), "kept_precision": "fp16"}
+    assert plan_rows(plan).precision == "FP16" and plan_rows(hand_plan(4)).precision == "FP32"  # older plans: FP32
+    from fcn_deploy.calibration.plan_plot import title_of
+
+    assert "kept in FP16 (conv3, add0)" in title_of(plan)
+    assert draw_plan(plan, tmp_path / "fp16.png").is_file()

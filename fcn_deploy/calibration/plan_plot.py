@@ -1,9 +1,10 @@
 """The picture of an `--auto` INT8 plan (`MODEL.plan.png`), drawn from `Plan.to_dict()` alone.
 
 Three panels share one row per fused group, most sensitive first: the two sensitivity views (points lost when the
-group is the only one quantized; points won back when it is the only one left in FP32), its share of FP32 CPU
-time, and the search's steps (drop after each, against the budget). Groups the plan keeps in FP32 are marked in
-every panel. matplotlib is optional: without it the picture is skipped with one info line.
+group is the only one quantized; points won back when it is the only one kept out of INT8), its share of FP32 CPU
+time, and the search's steps (drop after each, against the budget). Groups the plan keeps out of INT8 are marked
+in every panel, in its `kept_precision` (FP16 for TensorRT, FP32 for ONNX Runtime; FP32 in plans older than it).
+matplotlib is optional: without it the picture is skipped with one info line.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ WIDTH_IN = 13.0
 ROW_IN = 0.28  # height per group row
 FRAME_IN = 1.9  # title, axis labels and legend around the rows
 MIN_HEIGHT_IN = 4.5
-KEPT = "#ff7f0e"  # a group kept in FP32 (orange: neither of the two view colours)
+KEPT = "#ff7f0e"  # a group kept out of INT8 (orange: neither of the two view colours)
 ALONE, ALL_BUT, COST = "#d62728", "#1f77b4", "#7f7f7f"
 
 
@@ -39,6 +40,7 @@ class PlanRows:
     recovered: list[float]  # full-INT8 drop minus the drop with all but this group quantized
     latency_pct: list[float]
     steps: list[tuple[str, float]]  # (what the step did, drop after it)
+    precision: str = "FP32"  # of the kept groups
 
     def size_px(self) -> tuple[int, int]:
         """(width, height) of the PNG: a fixed width, one row height per group."""
@@ -73,6 +75,7 @@ def plan_rows(plan: dict[str, Any]) -> PlanRows:
         recovered=[float(s.get("gain_in_fp32", 0.0)) for s in sens],
         latency_pct=[100.0 * float(s.get("latency_share", 0.0)) for s in sens],
         steps=steps,
+        precision=str(plan.get("kept_precision") or "fp32").upper(),
     )
 
 
@@ -94,10 +97,11 @@ def title_of(plan: dict[str, Any]) -> str:
     full = plan["full_int8"]["drop"]
     final = (plan.get("final") or {}).get("drop")
     kept = plan.get("kept_groups") or []
+    precision = str(plan.get("kept_precision") or "fp32").upper()
     after = f" -> {final:.2f}" if final is not None else ""
     return (f"INT8 auto plan ({plan['metric']}): drop {full:.2f}{after} points, budget {plan['max_drop']:g}, "
             f"on {plan.get('plan_images', '?')} held-out calibration images\n"
-            f"{len(kept)} group(s) kept in FP32 ({', '.join(kept) or 'none'}), "
+            f"{len(kept)} group(s) kept in {precision} ({', '.join(kept) or 'none'}), "
             f"{100 * float(plan.get('kept_latency_share') or 0.0):.1f}% of FP32 time")  # fmt: skip
 
 
@@ -145,11 +149,11 @@ def _sensitivity(ax: Any, rows: PlanRows, n: int) -> None:
     ys = list(range(len(rows.names)))
     ax.barh([y - 0.2 for y in ys], rows.alone_drop, height=0.4, color=ALONE, label="only it quantized: points lost")
     ax.barh([y + 0.2 for y in ys], rows.recovered, height=0.4, color=ALL_BUT,
-            label="only it in FP32: points won back")  # fmt: skip
+            label=f"only it in {rows.precision}: points won back")  # fmt: skip
     _band_kept(ax, rows)
     ax.set_yticks(ys)
-    ax.set_yticklabels([f"{name}  [FP32]" if k else name for name, k in zip(rows.names, rows.kept, strict=True)],
-                       fontsize=8)  # fmt: skip
+    ax.set_yticklabels([f"{name}  [{rows.precision}]" if k else name
+                        for name, k in zip(rows.names, rows.kept, strict=True)], fontsize=8)  # fmt: skip
     for label, k in zip(ax.get_yticklabels(), rows.kept, strict=True):
         if k:
             label.set_color(KEPT)
@@ -165,7 +169,7 @@ def _sensitivity(ax: Any, rows: PlanRows, n: int) -> None:
     ax.set_xlabel("sensitivity (metric points)")
     ax.grid(True, axis="x", alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
-    handles.append(Patch(color=KEPT, alpha=0.35, label="kept in FP32 by the plan"))
+    handles.append(Patch(color=KEPT, alpha=0.35, label=f"kept in {rows.precision} by the plan"))
     ax.legend(handles=handles, fontsize=7, loc="best")
 
 
@@ -192,7 +196,7 @@ def _steps(ax: Any, rows: PlanRows, budget: float) -> None:
     ax.set_xlim(-0.4, max(len(xs) - 1, 0) + 0.6)  # room for the last value's text
     ax.set_xticks(xs)
     ax.set_xticklabels([what for what, _ in rows.steps], rotation=60, ha="right", fontsize=7)
-    ax.set_xlabel("step (+ kept in FP32, - back to INT8)", fontsize=8)
+    ax.set_xlabel(f"step (+ kept in {rows.precision}, - back to INT8)", fontsize=8)
     ax.set_ylabel("drop on the plan images (points)")
     ax.set_title("search steps", fontsize=9)
     ax.set_ylim(bottom=min(0.0, *drops, budget) - 0.05 * max(1e-3, max([*drops, budget])))
