@@ -439,3 +439,12 @@ def test_per_class_bars_differ_in_colour_and_zeros_are_marked():
         assert {tuple(round(v, 3) for v in p.get_edgecolor()) for p in zeros} == set(colours[3:])
     finally:
         _pyplot().close(fig)
+
+
+def test_auto_point_label_names_the_kept_precision():
+    from fcn_deploy.report.plots import point_label
+
+    row = auto_rows()[3]
+    assert point_label(row) == "onnxruntime int8 auto 64x64 (1 in FP32)"  # a plan older than kept_precision
+    assert point_label({**row, "auto_plan_kept_precision": "fp16"}) == "onnxruntime int8 auto 64x64 (1 in FP16)"
+    assert point_label(auto_rows()[2]) == "onnxruntime int8 64x64"

@@ -50,7 +50,7 @@ def point_label(row: dict) -> str:
     """The Pareto label: the row, and for an auto plan how many groups it kept in FP32."""
     if not is_auto(row):
         return row_label(row)
-    return f"{row_label(row)} ({len(row['auto_plan_kept_groups'])} in FP32)"
+    return f"{row_label(row)} ({len(row['auto_plan_kept_groups'])} in {row.get('auto_plan_kept_precision', 'fp32').upper()})"
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:

@@ -117,7 +117,8 @@ def auto_plan_mark(model: Any) -> dict[str, Any]:
     if not plan:
         return {}
     return {"auto_plan_kept_groups": plan["kept_groups"], "auto_plan_metric": plan["metric"],
-            "auto_plan_max_drop": plan["max_drop"], "auto_plan_drop": (plan.get("final") or {}).get("drop")}
+            "auto_plan_max_drop": plan["max_drop"], "auto_plan_drop": (plan.get("final") or {}).get("drop"),
+            "auto_plan_kept_precision": plan.get("kept_precision", "fp32")}  # FP32 in plans older than the field
 
 
 def score_rows(cfg: ReportConfig, inp: Inputs, plans: list[RowPlan], fp32: Path, say: Any) -> Scored:
