@@ -3,6 +3,9 @@ on a missing frame."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 
 import cv2
@@ -17,7 +20,7 @@ from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.shapes import ShapeRange
 from fcn_deploy.runtime.ort_backend import OrtBackend
 from fcn_deploy.runtime.pipeline import LatestQueue, Pipeline, model_input_hw
-from fcn_deploy.runtime.sinks import ImageFolderSink, LabelSink, VideoSink
+from fcn_deploy.runtime.sinks import ImageFolderSink, LabelSink, Sink, VideoSink
 from fcn_deploy.runtime.sources.opening import open_source
 from fcn_deploy.runtime.visualize import Visualizer, VisualizeSpec
 
@@ -135,3 +138,102 @@ def test_latest_queue_replaces_and_counts():
     for i in range(5):
         q.put(i)
     assert q.get() == 4 and q.dropped == 4
+
+
+class RecordingSink(Sink):
+    """Keeps what reaches it (frame index, labels, OpenCV's pool size at the time); can act at a given frame."""
+
+    def __init__(self, at: int | None = None, action=None, delays=()):
+        self.seen: list[tuple[int, np.ndarray]] = []
+        self.opencv_threads: list[int] = []
+        self.at, self.action, self.delays, self.closed = at, action, list(delays), 0
+
+    def write(self, frame, image, labels):
+        self.seen.append((frame.index, labels.copy()))
+        self.opencv_threads.append(cv2.getNumThreads())
+        if self.delays:
+            time.sleep(self.delays[frame.index % len(self.delays)])
+        if frame.index == self.at:
+            self.action()
+
+    def close(self):
+        self.closed += 1
+
+
+class JitterBackend(Backend):
+    """The real ORT backend with uneven per-frame delays (the queues fill and drain); can fail at a batch."""
+
+    def __init__(self, inner: OrtBackend, delays=(0.0,), fail_at: int | None = None):
+        self.inner, self.card, self.name = inner, inner.card, "jitter-ort"
+        self.delays, self.fail_at, self.calls = delays, fail_at, 0
+
+    def run(self, batch):
+        n, self.calls = self.calls, self.calls + 1
+        if n == self.fail_at:
+            raise RuntimeError(f"model failed on batch {n}")
+        time.sleep(self.delays[n % len(self.delays)])
+        return self.inner.run(batch)
+
+
+def pipeline_threads():
+    return [t.name for t in threading.enumerate() if t.name in ("capture", "pre", "infer", "post")]
+
+
+def assert_in_order_with_own_labels(seen, count):
+    assert [i for i, _ in seen] == list(range(count))
+    for i, labels in seen:  # frame i is colour bands shifted by i: its labels, not a neighbour's
+        want = colour_image(48, 64, i)[1]
+        inner = np.r_[4:18, 25:39, 46:60]  # away from the band edges MJPG blurs (and the brightness tag)
+        np.testing.assert_array_equal(labels[8:, inner], want[8:, inner])
+
+
+def test_queues_keep_frame_order_and_each_frame_its_own_labels(tmp_path):
+    write_video(tmp_path / "v.avi", 30)
+    backend = JitterBackend(OrtBackend(make_channel_model(tmp_path / "m.onnx")), (0.0, 0.012, 0.0, 0.0, 0.02))
+    sink = RecordingSink(delays=(0.0, 0.0, 0.015))
+    stats = make_pipeline(backend, open_source(str(tmp_path / "v.avi")), [sink], queue_size=2).run()
+    assert stats.frames == 30 and stats.dropped == 0 and sink.closed == 1
+    assert_in_order_with_own_labels(sink.seen, 30)
+
+
+def test_a_failing_stage_drains_the_pipeline_and_closes_the_sinks(tmp_path):
+    write_video(tmp_path / "v.avi", 30)
+    backend = JitterBackend(OrtBackend(make_channel_model(tmp_path / "m.onnx")), fail_at=9)
+    sink = RecordingSink()
+    before = cv2.getNumThreads()
+    with pytest.raises(RuntimeError, match="batch 9"):
+        make_pipeline(backend, open_source(str(tmp_path / "v.avi")), [sink]).run()
+    assert sink.closed == 1 and pipeline_threads() == []
+    assert len(sink.seen) <= 9
+    assert_in_order_with_own_labels(sink.seen, len(sink.seen))
+    assert cv2.getNumThreads() == before
+
+
+def test_sigint_mid_run_stops_cleanly_with_a_playable_video(tmp_path):
+    write_video(tmp_path / "v.avi", 40)
+    src = open_source(str(tmp_path / "v.avi"))
+    video = VideoSink(tmp_path / "out.mp4", src.fps)
+    sink = RecordingSink(at=5, action=lambda: os.kill(os.getpid(), signal.SIGINT))
+    handler = signal.getsignal(signal.SIGINT)
+    pipeline = make_pipeline(make_channel_model(tmp_path / "m.onnx"), src, [sink, video])
+    stats = pipeline.run()
+    assert stats.interrupted and pipeline.signal_received == signal.SIGINT
+    assert 6 <= stats.frames < 40 and pipeline_threads() == [] and sink.closed == 1
+    assert_in_order_with_own_labels(sink.seen, stats.frames)
+    assert count_video_frames(tmp_path / "out.mp4") == stats.frames  # finalised, every written frame in it
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_opencv_pool_is_one_thread_during_the_run_and_restored_after(tmp_path):
+    write_video(tmp_path / "v.avi", 6)
+    model = make_channel_model(tmp_path / "m.onnx")
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        ours, untouched = RecordingSink(), RecordingSink()
+        make_pipeline(model, open_source(str(tmp_path / "v.avi")), [ours]).run()
+        assert set(ours.opencv_threads) == {1} and cv2.getNumThreads() == 2
+        make_pipeline(model, open_source(str(tmp_path / "v.avi")), [untouched], opencv_threads=None).run()
+        assert set(untouched.opencv_threads) == {2}
+    finally:
+        cv2.setNumThreads(before)

@@ -1,9 +1,15 @@
 """The inference pipeline: capture -> preprocess -> infer -> post/draw -> write, overlapped on threads.
 
-Stages are joined by bounded queues, so memory stays flat and a slow stage applies back-pressure. For live
-sources the queue after capture keeps only the newest frame (older ones are dropped and counted) so latency
-stays bounded; file sources drop nothing. Writing runs on the calling (main) thread: OpenCV windows want it,
-and it is where Ctrl-C lands. SIGINT/SIGTERM stop the run cleanly; sinks are always closed (finalised).
+Stages are joined by bounded FIFO queues (one thread per stage, so frames stay in order), memory stays flat and a
+slow stage applies back-pressure. For live sources the queue after capture keeps only the newest frame (older
+ones are dropped and counted) so latency stays bounded; file sources drop nothing. Writing runs on the calling
+(main) thread: OpenCV windows want it, and it is where Ctrl-C lands. SIGINT/SIGTERM stop the run cleanly; sinks
+are always closed (finalised).
+
+Thread budget: the runtime owns the cores (ONNX Runtime and OpenVINO size their pools to them); every other stage
+is one thread, and OpenCV's own pool is cut to `opencv_threads` (default 1) for the run: decode, colour
+conversion, drawing and encoding of a frame are sub-millisecond calls that OpenCV would otherwise fan out onto
+the cores the model is computing on.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from fcn_deploy.core.backend import Backend
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.preprocess import preprocess, resize_labels
 from fcn_deploy.core.shapes import ShapeRange
+from fcn_deploy.runtime.opencv import import_cv2
 from fcn_deploy.runtime.sinks import Sink
 from fcn_deploy.runtime.sources.base import Frame, Source
 from fcn_deploy.runtime.stats import RunStats
@@ -98,12 +105,14 @@ class Pipeline:
         draw_stats: bool = False,
         queue_size: int = 2,
         on_frame: Callable[[Frame, dict[str, np.ndarray]], None] | None = None,
+        opencv_threads: int | None = 1,
     ) -> None:
         self.source, self.backend, self.visualizer, self.sinks = source, backend, visualizer, list(sinks)
         self.card = backend.card
         self.input_size, self.native, self.max_frames = input_size, native, max_frames
         self.draw_stats = draw_stats
         self.on_frame = on_frame
+        self.opencv_threads = opencv_threads  # None: leave OpenCV's pool as it is
         self.stats = RunStats()
         self.signal_received: int | None = None
         self._stop = threading.Event()
@@ -224,6 +233,10 @@ class Pipeline:
             )
         ]
         self.stats = RunStats()
+        cv2 = import_cv2()
+        opencv_before = cv2.getNumThreads()
+        if self.opencv_threads is not None:
+            cv2.setNumThreads(self.opencv_threads)
         try:
             for t in threads:
                 t.start()
@@ -233,6 +246,7 @@ class Pipeline:
             self.source.close()
             for t in threads:
                 t.join(timeout=5)
+            cv2.setNumThreads(opencv_before)
             self.stats.finished = time.perf_counter()
             try:
                 for sink in self.sinks:

@@ -18,7 +18,7 @@ import numpy as np
 
 from fcn_deploy.core.atomic import publish, reserve_temp, write_bytes
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.runtime.opencv import import_cv2
+from fcn_deploy.runtime.opencv import import_cv2, rgb_to_bgr
 from fcn_deploy.runtime.sources.base import Frame
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class VideoSink(Sink):
                 )
         if (w, h) != self.size:  # frames of a folder differ in size; a video has one
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(np.ascontiguousarray(image[:, :, ::-1]))
+        self._writer.write(rgb_to_bgr(image))
         self.frames += 1
 
     def close(self) -> None:
@@ -140,7 +140,7 @@ class ImageFolderSink(Sink):
 
     def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
         cv2 = import_cv2()
-        ok, data = cv2.imencode(self.suffix, np.ascontiguousarray(image[:, :, ::-1]))
+        ok, data = cv2.imencode(self.suffix, rgb_to_bgr(image))
         if not ok:
             raise FcnDeployError(f"{self.folder}: cannot encode {self.suffix} images")
         write_bytes(self.folder / f"{frame.name}{self.suffix}", data.tobytes())
@@ -160,7 +160,7 @@ class ImageFileSink(Sink):
                 f"{self.path}: one output image for several frames; give a folder or a video"
             )
         cv2 = import_cv2()
-        ok, data = cv2.imencode(self.path.suffix, np.ascontiguousarray(image[:, :, ::-1]))
+        ok, data = cv2.imencode(self.path.suffix, rgb_to_bgr(image))
         if not ok:
             raise FcnDeployError(f"{self.path}: cannot encode this image type; use .png or .jpg")
         write_bytes(self.path, data.tobytes())
@@ -206,7 +206,7 @@ class DisplaySink(Sink):
 
     def write(self, frame: Frame, image: np.ndarray, labels: np.ndarray) -> None:
         cv2 = import_cv2()
-        cv2.imshow(self.title, np.ascontiguousarray(image[:, :, ::-1]))
+        cv2.imshow(self.title, rgb_to_bgr(image))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self.quit_requested = True
 
