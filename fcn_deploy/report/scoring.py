@@ -153,7 +153,7 @@ def score_rows(cfg: ReportConfig, inp: Inputs, plans: list[RowPlan], fp32: Path,
             agree, per_image = agreement(ev.predictions, ref.predictions)
             rows.append(ok_row(plan, size_text, ev, agree))
             if s_index == 0 and plan.backend == "onnxruntime" and plan.precision != "fp32":
-                samples[plan.precision.upper()] = ev.predictions
+                samples[plan.precision.upper() + (" auto" if "auto_plan_kept_groups" in rows[-1] else "")] = ev.predictions
                 if plan.precision == "int8":
                     order = per_image
         if s_index == 0:
