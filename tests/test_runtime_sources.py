@@ -230,3 +230,21 @@ def test_open_that_hangs_times_out(tmp_path):
     with pytest.raises(FcnDeployError, match="could not open test camera"):
         list(src)
     assert time.monotonic() - t0 < 5 and src.timeouts == 1
+
+
+@pytest.mark.parametrize("channels", [None, 1, 3, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_bgr_to_rgb_is_the_plain_channel_reversal(channels, dtype):
+    from fcn_deploy.core.preprocess import to_rgb
+    from fcn_deploy.runtime.opencv import bgr_to_rgb, rgb_to_bgr
+
+    shape = (9, 14) if channels is None else (9, 14, channels)
+    image = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    for frame in (image, image[::2, 1::2]):  # contiguous and strided
+        want = to_rgb(frame[:, :, 2::-1] if frame.ndim == 3 and frame.shape[2] >= 3 else frame)
+        got = bgr_to_rgb(frame)
+        assert got.dtype == np.uint8 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+        back = rgb_to_bgr(got)
+        assert back.flags.c_contiguous
+        np.testing.assert_array_equal(back, got[:, :, ::-1])
