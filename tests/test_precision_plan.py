@@ -113,7 +113,8 @@ def test_fragile_layer_ranks_first_is_kept_fp32_and_the_plan_meets_the_budget(se
     # ... the plan fixes it, fragile group first (ORT's flavour also quantizes conv2's output, the same tensor)
     assert plan["kept_groups"][0] == "score" and plan["final"]["drop"] <= 1.0
     assert plan["steps"][0]["kept"] == [] and plan["steps"][-1]["drop"] == plan["final"]["drop"]
-    assert {"score"} <= set(s["kept_fp32_nodes"])
+    unquantized = set(s["kept_fp32_nodes"]) | set(s.get("kept_fp16_nodes", []))  # FP16 for TensorRT
+    assert {"score"} <= unquantized
     # The plan's lowering is the ordinary one with more exclusions: held-out agreement beats plain INT8's.
     assert s["pixel_agreement"] > plain.summary["pixel_agreement"]
     assert s["pixel_agreement"] >= 0.98
@@ -121,7 +122,7 @@ def test_fragile_layer_ranks_first_is_kept_fp32_and_the_plan_meets_the_budget(se
     card = ModelCard.from_onnx(onnx.load(str(result.output)), str(result.output))
     lowering = card.provenance["lowering"]
     assert lowering["auto"] is True and lowering["auto_plan"]["kept_groups"] == plan["kept_groups"]
-    assert set(lowering["auto_plan"]["kept_nodes"]) <= set(lowering["kept_fp32_nodes"])
+    assert set(lowering["auto_plan"]["kept_nodes"]) <= unquantized
     assert json.loads(result.summary_path.read_text())["auto_plan"]["kept_groups"] == plan["kept_groups"]
 
 
@@ -245,3 +246,62 @@ def test_sensitivity_cache_skips_the_measurements_and_refuses_a_changed_plan(set
     assert len(calls) == 1  # the budget does not change what was measured
     quantize(auto_cfg(model, calib, output=tmp_path / "d.onnx", target="onnxruntime", **kw))
     assert len(calls) == 2  # another target: measured again
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
+def test_kept_groups_are_fp16_for_tensorrt_and_fp32_for_onnxruntime(setup, target):
+    """TensorRT: the plan's groups become FP16 (FP16 weights, Casts at the borders, no Q/DQ on their inputs), as
+    every variant the search measured was; ONNX Runtime keeps them FP32. The precision is in the plan."""
+    model, calib = setup
+    result = quantize(auto_cfg(model, calib, target=target, metric="agreement", max_drop=1.0))
+    s, plan = result.summary, result.summary["auto_plan"]
+    half = target == "tensorrt"
+    assert plan["kept_precision"] == ("fp16" if half else "fp32")
+    assert plan["kept_group_precision"] == {g: plan["kept_precision"] for g in plan["kept_groups"]}
+    g = onnx.load(str(result.output)).graph
+    fp16_inits = {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT16}
+    score = next(n for n in g.node if n.name == "score")
+    producers = {o: n for n in g.node for o in n.output}
+    if half:
+        assert s["kept_fp16_nodes"] == sorted(plan["kept_nodes"]) and "score" not in s["kept_fp32_nodes"]
+        assert score.input[1] in fp16_inits and score.input[2] in fp16_inits
+        assert producers[score.input[0]].op_type == "Cast"  # FP32 -> FP16 at the border, never a DequantizeLinear
+        assert all(producers[i].op_type != "DequantizeLinear" for n in g.node if n.name in plan["kept_nodes"]
+                   for i in n.input if i in producers)  # fmt: skip
+    else:
+        assert not fp16_inits and "kept_fp16_nodes" not in s and "score" in s["kept_fp32_nodes"]
+        assert not any(n.op_type == "Cast" for n in g.node)
+    # the guard scored exactly what was written, and it is what the plan's last step measured
+    assert s["guard"]["drop"] == pytest.approx(plan["final"]["drop"])
+
+
+@pytest.mark.trt_contract
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.1"])
+def test_build_engine_builds_the_fp16_int8_plan_through_the_tensorrt_double(setup, tmp_path, monkeypatch, version):
+    """build-engine --int8 --auto: the mixed graph (Q/DQ INT8, the plan's groups FP16) builds on both TensorRT
+    lines of the contract double and the engine computes what that graph computes."""
+    from trt_double import use_double
+
+    from fcn_deploy.cli import main
+    from fcn_deploy.engine.backend import TrtBackend
+    from fcn_deploy.runtime.ort_backend import OrtBackend
+
+    use_double(monkeypatch, version=version)
+    model, calib = setup
+    kept, engine = tmp_path / "kept.int8.onnx", tmp_path / "m.engine"
+    r = CliRunner().invoke(main, ["build-engine", str(model), "--int8", "--auto", "--calib-data", str(calib),
+                                  "--num-images", "8", "--plan-images", "4", "--method", "minmax", "--metric",
+                                  "agreement", "--max-drop", "1", "--keep-onnx", str(kept), "-o", str(engine)],
+                           catch_exceptions=False)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((tmp_path / "m.engine.json").read_text())
+    lowering = manifest["model_card"]["provenance"]["lowering"]
+    assert manifest["precision"] == "int8" and lowering["auto_plan"]["kept_precision"] == "fp16"
+    assert "score" in lowering["kept_fp16_nodes"] and lowering["guard"]["within_budget"] is True
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    backend, ort = TrtBackend(engine, onnx_path=kept), OrtBackend(kept)
+    try:
+        np.testing.assert_array_equal(backend.run(x)["labels"], ort.run(x)["labels"])
+    finally:
+        backend.close()
+        ort.close()

@@ -238,7 +238,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
             bits, why = int8.choose_weight_bits(cfg.target, cfg.weight_bits)
             details = {"target": cfg.target, "method": cfg.method, "tool": _ort_tool(), "weight_bits": bits,
                        "weight_bits_reason": why, "auto": cfg.auto}
-            judge = None
+            judge, higher = None, []
             if cfg.auto:
                 from fcn_deploy.calibration.plan import search
 
@@ -247,11 +247,15 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
                               plan_card, cfg.max_drop, cfg.metric, say=log.info,
                               cache=Path(f"{cfg.cache}.sensitivity.json") if cfg.cache else None,
                               cache_key={"calibration": key.digest()}, weight_bits=bits)  # fmt: skip
-                exclude_nodes = sorted(set(exclude_nodes) | set(auto.kept_nodes))
                 details["auto_plan"] = {**auto.to_dict(), "plan_images_asked": cfg.plan_images}
-                judge = auto.judge
-            lowered = int8.quantize_qdq(prepared, tensor_ranges, cfg.target, exclude_nodes, bits)
-            kept = exclude_nodes
+                judge, higher = auto.judge, auto.kept_nodes
+            from fcn_deploy.calibration.plan import lower_plan
+
+            lowered, kept, half = lower_plan(prepared, tensor_ranges, cfg.target, exclude_nodes, higher, bits,
+                                             lambda: ImageReader(plan_images, norm, input_name, shapes))
+            exclude_nodes = sorted(set(exclude_nodes) | set(higher))
+            if half:
+                details["kept_fp16_nodes"] = half
             details["guard"] = _guard(cfg, lowered, plan_images, shapes[0],
                                       card or _stand_in_card(model, norm, input_name, plan_images or held_out), judge)
             guard.enforce(details["guard"], output, cfg.strict, cfg.auto)

@@ -96,6 +96,60 @@ def convert(model: Any, keep_fp32: Sequence[str]) -> Any:
     return onnx.shape_inference.infer_shapes(converted)
 
 
+def half_nodes(model: Any, nodes: Sequence[str]) -> Any:
+    """A copy of `model` (a Q/DQ INT8 graph) with only `nodes` computing in FP16, the strongly typed way that
+    TensorRT 10.3 and 11 build as written: FP16 weights, one Cast to FP16 per float tensor entering the set and one
+    Cast back per tensor leaving it, nothing else touched (no Q/DQ around them: the caller lowered them
+    unquantized). Not onnxconverter-common's converter: with most of the graph blocked it routed tensors between
+    two FP32 nodes through FP16 and back (rounding the INT8 part's inputs and adding Casts).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.shape_inference.infer_shapes(model)  # a copy, with the element type of every tensor
+    g, half = model.graph, set(nodes)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.input, *g.output, *g.value_info)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    inits = {t.name: t for t in g.initializer}
+    leaving = {o.name for o in g.output} | {i for n in g.node if n.name not in half for i in n.input}
+    inside: dict[str, str] = {}  # FP32 tensor name -> its FP16 name inside the set
+    order = []
+    for node in g.node:
+        if node.name not in half:
+            order.append(node)
+            continue
+        for k, name in enumerate(node.input):
+            if not name or types.get(name) != TensorProto.FLOAT:
+                continue
+            if name not in inside:
+                inside[name] = f"{name}_fp16"
+                if name in inits:
+                    w = np.clip(numpy_helper.to_array(inits[name]), -FP16_MAX, FP16_MAX).astype(np.float16)
+                    g.initializer.append(numpy_helper.from_array(w, inside[name]))
+                else:
+                    order.append(helper.make_node("Cast", [name], [inside[name]], name=f"{name}_to_fp16",
+                                                  to=TensorProto.FLOAT16))  # fmt: skip
+            node.input[k] = inside[name]
+        order.append(node)
+        for k, name in enumerate(node.output):
+            if types.get(name) != TensorProto.FLOAT:
+                continue
+            inside[name] = node.output[k] = f"{name}_fp16"
+            if name in leaving:
+                order.append(helper.make_node("Cast", [inside[name]], [name], name=f"{name}_to_fp32",
+                                              to=TensorProto.FLOAT))  # fmt: skip
+    del g.node[:]
+    g.node.extend(order)
+    kept_info = [vi for vi in g.value_info if vi.name not in inside]
+    del g.value_info[:]
+    g.value_info.extend(kept_info)
+    used = {i for n in g.node for i in n.input}
+    for t in [t for t in g.initializer if t.name not in used]:
+        g.initializer.remove(t)
+    onnx.checker.check_model(model)
+    return model
+
+
 def nonfinite_nodes(model: Any, feeds: Iterable[dict[str, np.ndarray]]) -> list[str]:
     """Nodes producing an inf/NaN on any feed, in graph order (empty when all is finite)."""
     import onnx

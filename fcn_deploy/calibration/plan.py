@@ -1,13 +1,15 @@
-"""The automatic INT8 precision plan (`quantize --int8 --auto`): which fused groups stay in FP32.
+"""The automatic INT8 precision plan (`quantize --int8 --auto`): which fused groups stay out of INT8, in FP16 for
+`--target tensorrt` (strongly typed FP16 tensors, no Q/DQ around them) and in FP32 for `--target onnxruntime`.
 
 1. Score full INT8 (the default lowering: the float ends and any --exclude already in FP32) on the plan images.
 2. Measure every other group's sensitivity (calibration.sensitivity: alone-quantized and all-but views) and the
    share of FP32 CPU time its nodes take (ONNX Runtime's profiler).
-3. Greedy: keep groups in FP32 in order of sensitivity per unit of latency, sensitivity / (0.05 + time share), so
+3. Greedy: keep groups out of INT8 in order of sensitivity per unit of latency, sensitivity / (0.05 + time share), so
    of two groups that help alike the cheaper one goes first, re-measuring the whole model after each, until its
    drop is within the budget. Then drop again every kept group the budget does not need (latest first).
 4. No plan within budget (at least one Conv must stay INT8) -> a one-line FcnDeployError.
-The kept groups become extra `exclude_nodes` of the ordinary lowering; the plan is recorded in the provenance.
+The kept groups are lowered unquantized (sensitivity.lower_variant, as every measured variant was); the plan is
+recorded in the provenance.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fcn_deploy.calibration.fp16 import nonfinite_nodes
 from fcn_deploy.calibration.images import ImageSet
 from fcn_deploy.calibration.ranges import TensorRange
 from fcn_deploy.calibration.sensitivity import (
@@ -29,6 +32,8 @@ from fcn_deploy.calibration.sensitivity import (
     PlanImages,
     Sensitivity,
     groups,
+    higher_precision,
+    lower_variant,
     measure_all,
     node_costs,
 )
@@ -52,7 +57,8 @@ class Plan:
     miou_fp32: float | None
     full_int8: Measurement
     sensitivities: list[Sensitivity]
-    kept: list[str] = field(default_factory=list)  # group names kept in FP32, in the order chosen
+    precision: str = "fp32"  # of the kept groups: fp16 for TensorRT, fp32 for ONNX Runtime (higher_precision)
+    kept: list[str] = field(default_factory=list)  # group names kept out of INT8, in the order chosen
     kept_nodes: list[str] = field(default_factory=list)
     final: Measurement | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
@@ -65,7 +71,8 @@ class Plan:
             "metric": self.metric, "max_drop": self.max_drop, "plan_images": self.images, "plan_source": self.source,
             "miou_fp32": self.miou_fp32, "full_int8": self.full_int8.to_dict(),
             "final": self.final.to_dict() if self.final else None,
-            "kept_groups": list(self.kept), "kept_nodes": list(self.kept_nodes),
+            "kept_groups": list(self.kept), "kept_nodes": list(self.kept_nodes), "kept_precision": self.precision,
+            "kept_group_precision": {g: self.precision for g in self.kept},
             "kept_latency_share": sum(s.cost_share for s in self.sensitivities if s.group.name in self.kept),
             "steps": self.steps, "evaluations": self.evaluations,
             "sensitivity": [s.to_dict() for s in ranked],
@@ -109,8 +116,9 @@ def search(
     say(f"  auto plan on {len(plan_images)} held-out calibration images ({metric}): full INT8 drops "
         f"{full.drop:.2f} points, budget {max_drop:g}")
     candidates = [g for g in groups(prepared) if g.name not in set(base)]
-    key = {**(cache_key or {}), "target": target, "weight_bits": weight_bits, "base_exclude": base, "plan_ids": list(images.ids),
-           "metric": metric, "size": list(size) if size else None, "groups": [list(g.nodes) for g in candidates]}
+    key = {**(cache_key or {}), "target": target, "weight_bits": weight_bits, "kept_precision": higher_precision(target),
+           "base_exclude": base, "plan_ids": list(images.ids), "metric": metric, "size": list(size) if size else None,
+           "groups": [list(g.nodes) for g in candidates]}  # fmt: skip
     sens = _load_cached(cache, key, candidates, full) if cache else None
     if sens is None:
         costs = node_costs(prepared, preprocess(plan_images[0][0], card.normalization, size), card.input_name)
@@ -119,7 +127,8 @@ def search(
             write_text(cache, json.dumps({"key": key, "sensitivity": [x.to_dict() for x in sens]}, indent=1) + "\n")
     else:
         say(f"  sensitivity cache {cache} matches: {len(sens)} groups not measured again")
-    plan = Plan(metric, max_drop, len(plan_images), plan_images.source, ev.miou_fp32, full, sens)
+    plan = Plan(metric, max_drop, len(plan_images), plan_images.source, ev.miou_fp32, full, sens,
+                higher_precision(target))  # fmt: skip
     plan.steps.append({"kept": [], "drop": full.drop, "agreement": full.agreement, "miou": full.miou})
 
     convs = {g.name for g in candidates if g.op_type in ("Conv", "ConvTranspose")}
@@ -132,35 +141,58 @@ def search(
         if s.group.op_type in ("Conv", "ConvTranspose") and convs <= {k.group.name for k in kept} | {s.group.name}:
             continue  # at least one Conv/ConvTranspose must stay INT8, else this is no INT8 model
         kept.append(s)
-        current = ev.measure(_exclude(base, kept))
+        current = ev.measure(base, _nodes(kept))
         plan.steps.append({"kept": [k.group.name for k in kept], "drop": current.drop,
                            "agreement": current.agreement, "miou": current.miou})  # fmt: skip
-        say(f"  plan step {len(kept)}: + {s.group.name} in FP32 -> drop {current.drop:.2f} points")
+        say(f"  plan step {len(kept)}: + {s.group.name} in {plan.precision.upper()} -> drop {current.drop:.2f} points")
     if current.drop > max_drop:
         raise FcnDeployError(
             f"--auto: no INT8 plan meets --max-drop {max_drop:g} ({metric}) on {len(plan_images)} held-out "
             f"calibration images: full INT8 drops {full.drop:.2f} points and keeping {len(kept)} of "
-            f"{len(candidates)} groups in FP32 still {current.drop:.2f}; raise --max-drop, use --fp16, or "
-            "quantize without --auto"
+            f"{len(candidates)} groups in {plan.precision.upper()} still {current.drop:.2f}; raise --max-drop, "
+            "use --fp16, or quantize without --auto"
         )
     for s in reversed(list(kept)):  # prune: a group the budget does not need goes back to INT8
         if len(kept) < 2:
             break
         trial = [k for k in kept if k is not s]
-        m = ev.measure(_exclude(base, trial))
+        m = ev.measure(base, _nodes(trial))
         if m.drop <= max_drop:
             kept, current = trial, m
             plan.steps.append({"kept": [k.group.name for k in kept], "drop": m.drop, "agreement": m.agreement,
                                "miou": m.miou, "pruned": s.group.name})  # fmt: skip
             say(f"  plan prune: {s.group.name} back to INT8 -> drop {m.drop:.2f} points")
     plan.kept = [k.group.name for k in kept]
-    plan.kept_nodes = sorted({n for k in kept for n in k.group.nodes})
+    plan.kept_nodes = _nodes(kept)
     plan.final = current
     plan.evaluations = ev.evaluations
     plan.judge = ev
-    say(f"  auto plan: {len(kept)} group(s) in FP32 ({', '.join(plan.kept) or 'none'}), drop {current.drop:.2f} "
+    say(f"  auto plan: {len(kept)} group(s) in {plan.precision.upper()} ({', '.join(plan.kept) or 'none'}), "
+        f"drop {current.drop:.2f} "
         f"points on the plan images ({ev.evaluations} lowered models scored)")
     return plan
+
+
+def lower_plan(prepared: Any, tensor_ranges: dict, target: str, exclude: list[str], higher: list[str],
+                bits: int, reader: Callable[[], Any]) -> tuple[Any, list[str], list[str]]:  # fmt: skip
+    """(INT8 graph, nodes in FP32, nodes in FP16): the --auto plan's kept nodes (`higher`) in FP16 for TensorRT,
+    as the plan measured them, unless FP16 overflows on the plan images: then they stay FP32 (warned)."""
+    lowered = lower_variant(prepared, tensor_ranges, target, exclude, higher, bits)
+    if not higher or higher_precision(target) != "fp16":
+        return lowered, sorted(set(exclude) | set(higher)), []
+
+    def feeds():
+        r = reader()
+        while (f := r.get_next()) is not None:
+            yield f
+
+    bad = nonfinite_nodes(lowered, feeds())
+    if not bad:
+        return lowered, sorted(exclude), sorted(higher)
+    log.warning("warning: the --auto plan's FP16 groups overflow at %s on the plan images; keeping them in FP32",
+                ", ".join(bad[:3]))
+    return lower_variant(prepared, tensor_ranges, target, [*exclude, *higher], (), bits), \
+        sorted(set(exclude) | set(higher)), []
 
 
 def _load_cached(path: Path, key: dict[str, Any], candidates: Sequence[Group],
@@ -185,5 +217,5 @@ def _load_cached(path: Path, key: dict[str, Any], candidates: Sequence[Group],
     return out
 
 
-def _exclude(base: Sequence[str], kept: Sequence[Sensitivity]) -> list[str]:
-    return sorted(set(base) | {n for k in kept for n in k.group.nodes})
+def _nodes(kept: Sequence[Sensitivity]) -> list[str]:
+    return sorted({n for k in kept for n in k.group.nodes})

@@ -1,13 +1,14 @@
 """Measured per-layer INT8 sensitivity: how much the task metric drops when one fused group of layers is the only
-one quantized, and when it is the only one left in FP32 (AIMET QuantAnalyzer's two views).
+one quantized, and when it is the only one kept out of INT8 (AIMET QuantAnalyzer's two views).
 
 A group is an anchor (Conv, ConvTranspose or Add: what both INT8 targets quantize and TensorRT fuses) plus the
-nodes that follow it on its data path up to the next anchor (its ReLU, pooling, crop): keeping a group in FP32
-means putting all of its node names in the lowering's `exclude_nodes`, the same mechanism as `--exclude`.
-Every measurement lowers the calibrated graph with int8.quantize_qdq, opens it from bytes as an OrtBackend and
-scores it with the one core.scoring.score on images held out from range collection (taken from the calibration
-source: never the images the user evaluates on). Drops are in points: mean IoU x 100, or (1 - pixel agreement
-with FP32) x 100 for `agreement`.
+nodes that follow it on its data path up to the next anchor (its ReLU, pooling, crop): keeping a group out of
+INT8 lowers all of its nodes unquantized (the mechanism of `--exclude`), in FP16 for TensorRT and FP32 for ONNX
+Runtime (lower_variant, exactly as quantize then writes the plan).
+Every measurement lowers the calibrated graph (int8.quantize_qdq, fp16.half_nodes), opens it from bytes as an
+OrtBackend and scores it with the one core.scoring.score on images held out from range collection (taken from
+the calibration source: never the images the user evaluates on). Drops are in points: mean IoU x 100, or
+(1 - pixel agreement with FP32) x 100 for `agreement`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fcn_deploy.calibration import int8
+from fcn_deploy.calibration import fp16, int8
 from fcn_deploy.calibration.images import ImageSet
 from fcn_deploy.calibration.ranges import TensorRange
 from fcn_deploy.core.atomic import scratch_dir
@@ -158,8 +159,29 @@ class Judge:
         return Measurement(float(drop), None if miou is None else float(miou), float(agreement))
 
 
+def higher_precision(target: str) -> str:
+    """What a group the plan keeps out of INT8 becomes: FP16 for TensorRT (strongly typed, no Q/DQ around it),
+    FP32 for ONNX Runtime (its CPU kernels have no faster FP16 path)."""
+    return "fp16" if target == "tensorrt" else "fp32"
+
+
+def lower_variant(prepared: Any, ranges: dict[str, TensorRange], target: str, exclude_nodes: Sequence[str],
+                  higher: Sequence[str] = (), weight_bits: int | None = None) -> Any:  # fmt: skip
+    """`prepared` (not modified) lowered to INT8 except `exclude_nodes` (FP32) and `higher` (the plan's kept
+    nodes: unquantized, and FP16 where higher_precision(target) says so)."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(prepared)  # quantize_qdq rewrites the graph it is given
+    lowered = int8.quantize_qdq(model, ranges, target, sorted(set(exclude_nodes) | set(higher)), weight_bits)
+    if higher and higher_precision(target) == "fp16":
+        lowered = fp16.half_nodes(lowered, higher)
+    return lowered
+
+
 class Evaluator(Judge):
-    """Scores lowered variants of one calibrated graph against the FP32 model on the plan images."""
+    """Scores lowered variants of one calibrated graph against the FP32 model on the plan images, each lowered the
+    way quantize will write it (lower_variant)."""
 
     def __init__(self, fp32: str | Path | bytes, prepared: Any, ranges: dict[str, TensorRange], target: str,
                  images: PlanImages, size: tuple[int, int] | None, card: ModelCard, metric: str,
@@ -167,15 +189,12 @@ class Evaluator(Judge):
         super().__init__(fp32, images, size, card, metric)
         self.prepared, self.ranges, self.target, self.weight_bits = prepared, ranges, target, weight_bits
 
-    def lower(self, exclude_nodes: Sequence[str]) -> Any:
-        import onnx
+    def lower(self, exclude_nodes: Sequence[str], higher: Sequence[str] = ()) -> Any:
+        return lower_variant(self.prepared, self.ranges, self.target, exclude_nodes, higher, self.weight_bits)
 
-        model = onnx.ModelProto()
-        model.CopyFrom(self.prepared)  # quantize_qdq rewrites the graph it is given
-        return int8.quantize_qdq(model, self.ranges, self.target, sorted(set(exclude_nodes)), self.weight_bits)
-
-    def measure(self, exclude_nodes: Sequence[str]) -> Measurement:
-        return self.measure_model(self.lower(exclude_nodes))
+    def measure(self, exclude_nodes: Sequence[str], higher: Sequence[str] = ()) -> Measurement:
+        """exclude_nodes stay FP32; higher: kept by the plan (FP16 for TensorRT, see higher_precision)."""
+        return self.measure_model(self.lower(exclude_nodes, higher))
 
 
 def node_costs(prepared: Any, feed: np.ndarray, input_name: str, runs: int = 3) -> dict[str, float]:
@@ -227,7 +246,7 @@ def measure_all(ev: Evaluator, candidates: Sequence[Group], base_exclude: Sequen
     out = []
     for k, g in enumerate(candidates, 1):
         only = ev.measure(sorted(every - set(g.nodes)))
-        all_but = ev.measure([*base_exclude, *g.nodes])
+        all_but = ev.measure(base_exclude, g.nodes)  # as the plan would keep it
         share = sum(costs.get(n, 0.0) for n in g.nodes) / total
         s = Sensitivity(g, only, all_but, share, gain=full.drop - all_but.drop)
         say(f"  sensitivity {k}/{len(candidates)} {g.name} ({g.op_type}): alone {only.drop:+.2f}, "

@@ -116,7 +116,8 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
                + (" [cache hit]" if result.cache_hit else ""))
     plan = s.get("auto_plan")
     if plan:
-        click.echo(f"  auto plan    {len(plan['kept_groups'])} group(s) in FP32 ({', '.join(plan['kept_groups']) or 'none'}): "
+        kept = f"{len(plan['kept_groups'])} group(s) in {plan['kept_precision'].upper()}"
+        click.echo(f"  auto plan    {kept} ({', '.join(plan['kept_groups']) or 'none'}): "
                    f"{plan['metric']} drop {plan['full_int8']['drop']:.2f} -> {plan['final']['drop']:.2f} points "
                    f"(budget {plan['max_drop']:g}) on {plan['plan_images']} held-out calibration images")
     g = s.get("guard")
@@ -124,6 +125,8 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
         verdict = "within" if g["within_budget"] else "OVER"
         click.echo(f"  INT8 guard   {g['metric']} drop {g['drop']:.2f} points on {g['images']} held-out calibration "
                    f"images: {verdict} budget {g['max_drop']:g}")
+    if s.get("kept_fp16_nodes"):
+        click.echo(f"  kept FP16    {', '.join(s['kept_fp16_nodes'])}")
     if s.get("kept_fp32_nodes"):
         click.echo(f"  kept FP32    {', '.join(s['kept_fp32_nodes'])}")
     if "pixel_agreement" in s:
