@@ -19,7 +19,7 @@ def test_reduced_demo_runs_end_to_end(tmp_path):
     assert (out / "train" / "best.pt").is_file() and (out / "train" / "log.jsonl").is_file()
     report = out / "report"
     for name in ("report.md", "report.json", "report.csv", "pareto.png", "per_class.png", "models/model.onnx",
-                 "models/model.fp16.onnx", "models/model.int8.onnx"):
+                 "models/model.fp16.onnx", "models/model.int8-auto.onnx"):
         assert (report / name).is_file(), name
     rows = json.loads((report / "report.json").read_text())["rows"]
     ok = {(r["backend"], r["precision"]) for r in rows if r["status"] == "ok"}
@@ -54,7 +54,7 @@ def test_rerun_reuses_what_is_valid_and_a_changed_option_starts_clean(tmp_path):
     ckpt_sha = json.loads((out / "demo.json").read_text())["checkpoint_sha256"]
     stale = out / "report" / "samples" / "99_from_an_older_run.png"
     stale.write_bytes(b"old")
-    int8 = out / "report" / "models" / "model.int8.onnx"
+    int8 = out / "report" / "models" / "model.int8-auto.onnx"
     int8_mtime = int8.stat().st_mtime_ns
 
     lines: list[str] = []
@@ -110,6 +110,34 @@ def test_next_line_names_the_fastest_model_within_the_budget(tmp_path):
     assert "--resume" not in text and "--max-minutes" not in text
     table = [s for s in text.splitlines() if s.startswith("| onnxruntime | int8")]
     assert "OVER BUDGET" in table[0] and "-37.00" in table[0]
+
+
+def test_next_line_never_names_a_model_that_failed_its_int8_budget(tmp_path):
+    """An INT8 model whose guard measured a drop past its --max-drop is skipped even when the report's images
+    would let it through; the demo's budget (0.5 points) decides the rest, and the demo lowers with --auto."""
+    from test_precision_plan import fragile_fcn, write_images
+
+    from fcn_deploy.calibration.api import QuantizeConfig, quantize
+    from fcn_deploy.demo import DemoResult, lowering_guard
+    from fcn_deploy.report.run import ReportResult
+    from fcn_deploy.report.write import make_row
+
+    model = fragile_fcn(tmp_path / "m.onnx")
+    failed = quantize(QuantizeConfig(model=model, precision="int8", calib_data=write_images(tmp_path / "c", 8),
+                                     method="minmax", num_images=8, plan_images=4, latency_runs=1,
+                                     max_drop=0.5)).output  # fmt: skip
+    assert lowering_guard(str(failed))["within_budget"] is False and lowering_guard(str(model)) is None
+    rows = [
+        make_row("onnxruntime", "fp32", "64x64", mean_iou=0.90, latency_ms_median=4.0, model=str(model)),
+        make_row("onnxruntime", "int8", "64x64", mean_iou=0.899, latency_ms_median=1.0, model=str(failed)),
+        make_row("onnxruntime", "fp16", "64x64", mean_iou=0.897, latency_ms_median=3.0, model="m/model.fp16.onnx"),
+        make_row("openvino", "bf16", "64x64", mean_iou=0.893, latency_ms_median=2.0, model=str(model)),
+    ]
+    result = DemoResult(ReportResult(tmp_path / "report", rows, {}, {}), {}, {"total": 1, "train": 1, "report": 0},
+                        {"threads": 1, "how": "--threads"})
+    (nxt,) = [s for s in closing_text(result).splitlines() if s.startswith("next:")]
+    assert "m/model.fp16.onnx" in nxt and "within 0.5 mean IoU point" in nxt  # not the failed INT8, not -0.7 BF16
+    assert DemoConfig().max_drop == 0.5
 
 
 def test_measure_threads_picks_the_faster_count():
