@@ -345,3 +345,24 @@ def test_auto_says_which_runtime_it_picked(tmp_path, caplog):
     vnni = any((cpu_flags() or {}).get(f) for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
     assert net.name == ("openvino" if vnni else "onnxruntime")
     assert open_backend(trt, "onnxruntime").name == "onnxruntime"  # a named backend is never overridden
+
+
+def test_outputs_equal_a_bare_compiled_model_and_outlive_the_next_run(tmp_path, cache):
+    from fcn_deploy.runtime.openvino_backend import compile_options
+
+    path = make_channel_model(tmp_path / "m.onnx", ("labels", "logits"), heavy_layers=3)
+    core = ov.Core()
+    model = core.read_model(str(path))
+    model.reshape({"image": ov.PartialShape([1, 3, 24, 40])})
+    request = core.compile_model(model, "CPU", compile_options("fp32", None)).create_infer_request()
+    vino = OpenVinoBackend(path, cache_root=cache)
+    first, second = _batch(seed=1), _batch(seed=2)
+    bare = request.infer({"image": first})
+    out = vino.run(first)
+    np.testing.assert_array_equal(out["labels"], bare["labels"])
+    np.testing.assert_array_equal(out["logits"], bare["logits"])
+    kept = {k: v.copy() for k, v in out.items()}
+    again = vino.run(second)  # the request's output tensors are reused: what we returned must not change
+    for k in kept:
+        np.testing.assert_array_equal(out[k], kept[k])
+    assert not np.array_equal(again["logits"], out["logits"])

@@ -10,7 +10,7 @@ from test_runtime_helpers import channel_card, colour_image, make_channel_model
 from fcn_deploy.chain.backends import backend_for, open_backend
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 from fcn_deploy.core.preprocess import preprocess
-from fcn_deploy.runtime.ort_backend import OrtBackend
+from fcn_deploy.runtime.ort_backend import SESSION_CONFIG, OrtBackend
 
 
 def _batch(seed: int = 0):
@@ -151,3 +151,34 @@ def test_torch_backend_wraps_a_live_module():
         want = model(torch.from_numpy(batch)).numpy()
     np.testing.assert_allclose(backend.run(batch)["logits"], want, rtol=1e-4, atol=1e-5)
     assert backend.describe() == {"backend": "torch", "model": "in memory", "device": "cpu"}
+
+
+def test_session_spins_inside_a_run_and_stops_when_it_returns(tmp_path):
+    backend = OrtBackend(make_channel_model(tmp_path / "m.onnx"), threads=2)
+    opts = backend.session.get_session_options()
+    assert SESSION_CONFIG == {
+        "session.intra_op.allow_spinning": "1",
+        "session.intra_op.spin_duration_us": "100",
+        "session.force_spinning_stop": "1",
+    }
+    for key, value in SESSION_CONFIG.items():
+        assert opts.get_session_config_entry(key) == value
+    assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
+
+
+def test_outputs_equal_a_bare_session_bit_for_bit(tmp_path):
+    import onnxruntime as ort
+
+    path = make_channel_model(tmp_path / "m.onnx", ("labels", "logits"), heavy_layers=3)
+    bare = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ours = OrtBackend(path)
+    batch = np.random.default_rng(3).random((2, 3, 40, 56), dtype=np.float32)
+    labels, logits = bare.run(["labels", "logits"], {"image": batch})
+    out = ours.run(batch)
+    np.testing.assert_array_equal(out["labels"], labels)
+    np.testing.assert_array_equal(out["logits"], logits)
+    # A float64 or strided batch is cast / made contiguous once, to the same result.
+    np.testing.assert_array_equal(ours.run(batch.astype(np.float64))["logits"], logits)
+    wide = np.zeros((2, 3, 40, 112), np.float32)
+    wide[..., ::2] = batch
+    np.testing.assert_array_equal(ours.run(wide[..., ::2])["logits"], logits)

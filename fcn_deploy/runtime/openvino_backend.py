@@ -151,9 +151,10 @@ class OpenVinoBackend(GraphBackend):
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         request = self._request(tuple(batch.shape))
-        request.infer({self.card.input_name: batch}, share_inputs=True)
-        values = {kind: request.get_tensor(name).data.copy() for name, kind in self._outputs}
-        return normalize_outputs(values)
+        # The request reads the batch in place and returns views of its output tensors; each kept output is
+        # copied once (the next run reuses those tensors while the pipeline still draws this frame).
+        result = request.infer({self.card.input_name: batch}, share_inputs=True, share_outputs=True)
+        return normalize_outputs({kind: result[name].copy() for name, kind in self._outputs})
 
     def execution_precision(self) -> str | None:
         """What the compiled model actually runs at (None before the first run)."""

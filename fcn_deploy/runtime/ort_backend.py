@@ -70,6 +70,17 @@ def choose_providers(
     return [*providers, "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
+# Idle intra-op workers spin a bounded 100 us between the parallel sections of one run, and stop the moment run()
+# returns so that the pipeline's capture/draw/write threads get the cores between frames. Workers that sleep at
+# once pay a wake-up at every section (+5% on the paper FCN-8s, issue 18); ORT's default, unbounded spin burns the
+# cores other jobs need (10-25% slower than this bound on the loaded 2-core machine, benchmarks/backend_overhead.py).
+SESSION_CONFIG = {
+    "session.intra_op.allow_spinning": "1",
+    "session.intra_op.spin_duration_us": "100",
+    "session.force_spinning_stop": "1",
+}
+
+
 def cpu_session_options(threads: int | None = None) -> Any:
     """The one set of ONNX Runtime session options fcn-deploy runs with (inference, profile, quantize summary)."""
     import onnxruntime as ort
@@ -78,8 +89,8 @@ def cpu_session_options(threads: int | None = None) -> Any:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # an FCN is one chain: parallelism is intra-op
     opts.inter_op_num_threads = 1
-    # The pipeline's capture/draw/write threads share these cores: idle ORT workers must sleep, not spin.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in SESSION_CONFIG.items():
+        opts.add_session_config_entry(key, value)
     if threads:
         opts.intra_op_num_threads = threads
     return opts
@@ -132,10 +143,13 @@ class OrtBackend(GraphBackend):
         static = isinstance(shape[2], int) and isinstance(shape[3], int)
         self.bind_graph(where, list(inputs), (shape[2], shape[3]) if static else None,
                         [o.name for o in self.session.get_outputs()])
+        self._output_names = [n for n, _ in self._outputs]
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        # No copy for a C-contiguous float32 batch (what preprocess gives); ORT wraps it and returns its outputs
+        # without copying them either.
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        values = self.session.run([n for n, _ in self._outputs], {self.card.input_name: batch})
+        values = self.session.run(self._output_names, {self.card.input_name: batch})
         return normalize_outputs({kind: v for (_, kind), v in zip(self._outputs, values, strict=True)})
 
     def describe(self) -> dict[str, Any]:
