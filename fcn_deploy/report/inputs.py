@@ -43,6 +43,7 @@ class ReportConfig:
     latency_warmup_s: float = 0.5
     latency_duration_s: float = DEFAULT_LATENCY_S
     latency_iterations: int | None = None
+    latency_rounds: int = 5  # interleaved rounds over a size's rows (fcn_deploy.report.latency): load hits all alike
     num_samples: int = 3
     device: str = "cpu"
 
@@ -146,6 +147,8 @@ def check_inputs(cfg: ReportConfig, builder: EngineBuilder) -> Inputs:
                                 cfg.checkpoint is not None)
     if cfg.max_images is not None and cfg.max_images < 1:
         raise FcnDeployError(f"--max-images {cfg.max_images}: must be at least 1")
+    if cfg.latency_rounds < 1:
+        raise FcnDeployError(f"latency rounds {cfg.latency_rounds}: must be at least 1")
     if cfg.device not in DEVICES:
         raise FcnDeployError(f"--device {cfg.device!r}: choose cpu or cuda")
     if cfg.device == "cuda":  # the FP32 reference runs on ONNX Runtime: refuse before anything is written

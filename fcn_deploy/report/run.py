@@ -5,7 +5,7 @@ The steps live beside this one: report.inputs (what is asked and its checks), re
 through fcn_deploy.chain), report.scoring (the rows). Every row is scored on the same images with the one
 scoring convention: the network sees each image resized to the row's size and its label map is brought back to
 the label's resolution; agreement is the fraction of pixels whose label equals the FP32 reference's at the network
-size. Latency is `fcn_deploy.profile` on the first image.
+size. Latency is timed on the first image, every row of a size in interleaved rounds (report.latency).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.shapes import format_hw
 from fcn_deploy.profile import environment
 from fcn_deploy.report.inputs import Inputs, ReportConfig, check_inputs
+from fcn_deploy.report.latency import method as latency_method
 from fcn_deploy.report.models import build_models
 from fcn_deploy.report.scoring import Scored, score_rows
 from fcn_deploy.report.write import sort_rows, write_report
@@ -68,7 +69,6 @@ def build_report(cfg: ReportConfig, echo: Callable[[str], None] | None = None,
 
 def report_meta(cfg: ReportConfig, inp: Inputs, fp32: Path, started: float) -> dict[str, Any]:
     card: ModelCard = inp.card
-    timing = f"{cfg.latency_iterations} iterations" if cfg.latency_iterations else f"{cfg.latency_duration_s:g} s"
     return {
         "model": str(inp.source),
         "fp32_onnx": str(fp32),
@@ -83,7 +83,7 @@ def report_meta(cfg: ReportConfig, inp: Inputs, fp32: Path, started: float) -> d
         "precisions": list(inp.precisions),
         "reference": f"ONNX Runtime FP32 ({fp32.name})",
         "class_names": list(card.class_names),
-        "latency_method": f"fcn_deploy.profile on the first image, {timing} after {cfg.latency_warmup_s:g} s warm-up",
+        "latency_method": latency_method(cfg),
         "environment": environment(),
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -1,11 +1,13 @@
 """The report's rows: every planned backend x precision x size scored with fcn_deploy.core.scoring.score on the
 same images (predictions brought to the label's resolution), agreement with the ONNX Runtime FP32 reference at
-the network size, and latency from fcn_deploy.profile on the first image."""
+the network size, and latency on the first image, every row of a size timed in interleaved rounds
+(fcn_deploy.report.latency) while all of them are open."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,8 @@ from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 from fcn_deploy.core.preprocess import preprocess, resize_labels
 from fcn_deploy.core.scoring import score
 from fcn_deploy.core.shapes import format_hw
-from fcn_deploy.profile import ProfileConfig, profile_backend
 from fcn_deploy.report.inputs import Inputs, ReportConfig
+from fcn_deploy.report.latency import interleaved
 from fcn_deploy.report.models import RowPlan
 from fcn_deploy.report.write import make_row
 
@@ -27,7 +29,7 @@ from fcn_deploy.report.write import make_row
 class Evaluation:
     metrics: dict[str, Any]
     predictions: list[np.ndarray]  # label maps at the network size, one per image
-    latency: dict[str, float]
+    batch: np.ndarray  # the first image at this size, preprocessed for the backend: what its latency is timed on
 
 
 @dataclass
@@ -54,17 +56,11 @@ def open_row_backend(plan: RowPlan, device: str) -> Backend:
                         precision="bf16" if plan.precision == "bf16" else None)  # fmt: skip
 
 
-def evaluate(backend: Backend, inp: Inputs, size: tuple[int, int], cfg: ReportConfig, desc: str) -> Evaluation:
+def evaluate(backend: Backend, inp: Inputs, size: tuple[int, int], desc: str) -> Evaluation:
     backend.input_sizes.check(size, desc)  # e.g. an engine profile that misses the size: a clear error
     result = score(backend, inp.dataset, size, indices=range(inp.count), keep_predictions=True, progress=desc)
     first, _ = inp.dataset[0]
-    prof = profile_backend(
-        backend,
-        ProfileConfig(warmup_s=cfg.latency_warmup_s, iterations=cfg.latency_iterations,
-                      duration_s=cfg.latency_duration_s),  # fmt: skip
-        batch=preprocess(first, backend.card.normalization, size),
-    )
-    return Evaluation(result.metrics, result.predictions, prof.latency_ms)
+    return Evaluation(result.metrics, result.predictions, preprocess(first, backend.card.normalization, size))
 
 
 def agreement(preds: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> tuple[float, list[float]]:
@@ -91,8 +87,8 @@ def row_bytes(plan: RowPlan) -> int:
     return model_bytes(plan.model)
 
 
-def ok_row(plan: RowPlan, size_text: str, ev: Evaluation, agree: float) -> dict:
-    m, lat = ev.metrics, ev.latency
+def ok_row(plan: RowPlan, size_text: str, ev: Evaluation, agree: float, lat: dict[str, float]) -> dict:
+    m = ev.metrics
     return make_row(
         plan.backend, plan.precision, size_text, mean_iou=m["mean_iou"], pixel_accuracy=m["pixel_accuracy"],
         mean_accuracy=m["mean_accuracy"], fw_iou=m["fw_iou"], agreement_with_fp32=agree,
@@ -125,35 +121,55 @@ def score_rows(cfg: ReportConfig, inp: Inputs, plans: list[RowPlan], fp32: Path,
     rows: list[dict] = []
     samples: dict[str, list[np.ndarray]] = {}
     order: list[float] = []
+    ref_key = ("onnxruntime", "fp32")
     for s_index, size in enumerate(inp.sizes):
         size_text = format_hw(size)
-        with open_row_backend(RowPlan("onnxruntime", "fp32", fp32), cfg.device) as ref_backend:
-            ref = evaluate(ref_backend, inp, size, cfg, f"reference {size_text}")
-        evaluations: dict[tuple[str, str], Evaluation] = {("onnxruntime", "fp32"): ref}
-        for plan in plans:
-            label = f"{plan.backend} {plan.precision} {size_text}"
-            if plan.model is None:
-                rows.append(make_row(plan.backend, plan.precision, size_text, "skipped", plan.reason))
+        entries: list[dict | RowPlan] = []  # a finished (skipped/failed) row, or a plan whose row waits for latency
+        with ExitStack() as open_backends:  # every row's backend stays open until the size's rows are timed
+            ref_backend = open_backends.enter_context(open_row_backend(RowPlan(*ref_key, fp32), cfg.device))
+            evaluations = {ref_key: evaluate(ref_backend, inp, size, f"reference {size_text}")}
+            backends = {ref_key: ref_backend}
+            for plan in plans:
+                label = f"{plan.backend} {plan.precision} {size_text}"
+                if plan.model is None:
+                    entries.append(make_row(plan.backend, plan.precision, size_text, "skipped", plan.reason))
+                    continue
+                key = (plan.backend, plan.precision)
+                try:
+                    if key not in evaluations:
+                        t = time.perf_counter()
+                        backend = open_backends.enter_context(open_row_backend(plan, cfg.device))
+                        evaluations[key] = evaluate(backend, inp, size, label)
+                        backends[key] = backend
+                        say(f"  {label}: done in {time.perf_counter() - t:.1f} s")
+                except MissingDependencyError as e:
+                    entries.append(make_row(plan.backend, plan.precision, size_text, "skipped", str(e)))
+                    continue
+                except FcnDeployError as e:
+                    entries.append(make_row(plan.backend, plan.precision, size_text, "failed", str(e)))
+                    say(f"  {label}: failed: {e}")
+                    continue
+                entries.append(plan)
+            t = time.perf_counter()
+            latency = interleaved({k: (b, evaluations[k].batch) for k, b in backends.items()}, cfg)
+            say(f"  latency {size_text}: {len(backends)} backend(s) in {cfg.latency_rounds} interleaved rounds, "
+                f"{time.perf_counter() - t:.1f} s")
+        ref = evaluations[ref_key]
+        for entry in entries:
+            if isinstance(entry, dict):
+                rows.append(entry)
                 continue
-            key = (plan.backend, plan.precision)
-            try:
-                if key not in evaluations:
-                    t = time.perf_counter()
-                    with open_row_backend(plan, cfg.device) as backend:
-                        evaluations[key] = evaluate(backend, inp, size, cfg, label)
-                    say(f"  {label}: done in {time.perf_counter() - t:.1f} s")
-            except MissingDependencyError as e:
-                rows.append(make_row(plan.backend, plan.precision, size_text, "skipped", str(e)))
-                continue
-            except FcnDeployError as e:
-                rows.append(make_row(plan.backend, plan.precision, size_text, "failed", str(e)))
-                say(f"  {label}: failed: {e}")
+            plan, key = entry, (entry.backend, entry.precision)
+            lat = latency[key]
+            if isinstance(lat, str):
+                rows.append(make_row(plan.backend, plan.precision, size_text, "failed", lat))
+                say(f"  {plan.backend} {plan.precision} {size_text}: failed while timed: {lat}")
                 continue
             ev = evaluations[key]
             agree, per_image = agreement(ev.predictions, ref.predictions)
-            rows.append(ok_row(plan, size_text, ev, agree))
+            rows.append(ok_row(plan, size_text, ev, agree, lat))
             if s_index == 0 and plan.backend == "onnxruntime" and plan.precision != "fp32":
-                samples[plan.precision.upper() + (" auto" if "auto_plan_kept_groups" in rows[-1] else "")] = ev.predictions
+                samples[plan.precision.upper()] = ev.predictions
                 if plan.precision == "int8":
                     order = per_image
         if s_index == 0:
