@@ -76,3 +76,32 @@ def test_weight_bits_cli_refusals_and_chain_reuse(tmp_path):
     assert again.mismatch(out, model) is None
     other = LoweredOnnx(model, "int8", out, target="onnxruntime", calibration={**calibration, "weight_bits": 8})
     assert "weight_bits" in other.mismatch(out, model)
+
+
+def test_the_rule_matches_what_onnx_runtime_computes_on_this_cpu():
+    """A conv whose every uint8 x int8 pair is 255 x 127: AVX2's U8S8 kernel (VPMADDUBSW) saturates each pair sum at
+    32767 (64770 wanted) and the output halves; VNNI/AMX kernels accumulate in int32. Where 8-bit weights are chosen
+    they must come out exact on this CPU, where 7-bit are chosen 8-bit must visibly saturate."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from fcn_deploy.calibration.int8 import quantize_qdq
+    from fcn_deploy.calibration.ranges import TensorRange
+
+    flags = cpu_flags()
+    if flags is None:
+        pytest.skip("no x86 CPU flags here: the rule is about x86 U8S8 kernels")
+    c = 64
+    w = np.full((8, c, 3, 3), 1.0 / (c * 9), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["y"], name="relu")], "sat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], [numpy_helper.from_array(w, "w")])  # fmt: skip
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    ranges = {name: TensorRange(0.0, 1.0, 1.0) for name in ("x", "c")}
+    lowered = quantize_qdq(model, ranges, "onnxruntime", [], weight_bits=8)
+    x = np.ones((1, c, 16, 16), np.float32)
+    y = ort.InferenceSession(lowered.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    exact = abs(float(y[0, 0, 8, 8]) - 1.0) < 0.02  # interior pixel: FP32 gives exactly 1
+    assert exact == (choose_weight_bits("onnxruntime")[0] == 8), (float(y[0, 0, 8, 8]), flags)

@@ -18,6 +18,9 @@ on ORT CPU here, and it silently falls back to random scales without data.
   7-bit weights on 99% (+0.2 mIoU) at the same speed. With AVX512-VNNI, AVX-VNNI or AMX-INT8 the kernels
   accumulate u8 x s8 straight into int32 (VPDPBUSD), nothing saturates, and 8-bit weights keep one more bit:
   `choose_weight_bits` picks by the quantizing CPU's flags (the deployment CPU may differ: --weight-bits).
+  Measured on a 2-core Xeon with avx512_vnni/avx_vnni (width-1/8 synthetic FCN-8s, all 32 val images): 8-bit
+  weights 99.85% pixel agreement / -0.05 mIoU, 7-bit 99.77% / -0.10, at the same speed (0.79x vs 0.78x FP32 at
+  360x480, interleaved medians of 21 runs, load ~8); tests/test_weight_bits.py checks the rule against the kernel.
   The fixed bilinear upsampling is rewritten from dense diagonal [C, C, k, k] to grouped form first (identical
   output, C times fewer multiply-adds): ORT's ConvTranspose was a visible share of the INT8 graph's time.
 """
