@@ -43,6 +43,17 @@ def read_log(path: Path, upto_epoch: int) -> list[dict]:
     return entries
 
 
+def restore_log(entries: list[dict], stored: list[dict] | None) -> tuple[list[dict], list[int]]:
+    """log.jsonl's lines plus those of `stored` (the history in last.pt) that it lacks: a kill after last.pt was
+    published but before its log line was appended loses nothing. Returns the log and the epochs restored."""
+    have = {e.get("epoch") for e in entries}
+    missing = [e for e in stored or [] if isinstance(e, dict) and e.get("epoch") not in have]
+    if not missing:
+        return entries, []
+    merged = sorted([*entries, *missing], key=lambda e: int(e.get("epoch", 0)))
+    return merged, [int(e["epoch"]) for e in missing]
+
+
 def write_log(path: Path, entries: list[dict]) -> None:
     write_text(path, "".join(json.dumps(e) + "\n" for e in entries))
 

@@ -41,6 +41,7 @@ from fcn_deploy.training.run_dir import (
     read_log,
     refuse_existing_run,
     remove_stale_temps,
+    restore_log,
     resume_config,
     write_log,
 )
@@ -184,6 +185,11 @@ def _train(
         best_miou, best_epoch = float(ckpt["best_miou"]), int(ckpt["best_epoch"])
         echo(f"resuming {out / LAST} after epoch {start_epoch - 1} (best val mean IoU {best_miou:.4f})")
     log = read_log(out / LOG, start_epoch - 1)
+    if ckpt is not None:
+        log, restored = restore_log(log, ckpt.get("log"))
+        if restored and dist.is_main:
+            write_log(out / LOG, log)
+            echo(f"{out / LOG}: restored the line(s) of epoch(s) {', '.join(map(str, restored))} from {out / LAST}")
 
     train_set = TrainSet(train_ds, cfg, norm)
     stopped_early = False
@@ -237,15 +243,6 @@ def _train(
             "best_miou": best_miou,
             "best_epoch": best_epoch,
         }
-        if improved and dist.is_main:
-            best_card = card.replace(
-                provenance={**card.provenance, "epoch": epoch, "val_metrics": brief_metrics(val)}
-            )
-            save_checkpoint(out / BEST, model, best_card, **state, val_metrics=val)
-        if dist.is_main:
-            save_checkpoint(
-                out / LAST, model, card.replace(provenance={**card.provenance, "epoch": epoch}), **state
-            )
         entry = {
             "epoch": epoch,
             "loss": epoch_loss,
@@ -260,6 +257,16 @@ def _train(
         if dist.world_size > 1:
             entry["world_size"] = dist.world_size
         log.append(entry)
+        if improved and dist.is_main:
+            best_card = card.replace(
+                provenance={**card.provenance, "epoch": epoch, "val_metrics": brief_metrics(val)}
+            )
+            save_checkpoint(out / BEST, model, best_card, **state, val_metrics=val)
+        if dist.is_main:
+            save_checkpoint(
+                out / LAST, model, card.replace(provenance={**card.provenance, "epoch": epoch}), **state,
+                log=log,  # the history so far: --resume restores a line that a kill kept out of log.jsonl
+            )
         if dist.is_main:
             write_log(out / LOG, log)
         miou = f"  val mIoU {val['mean_iou']:.4f}" if val else ""
