@@ -74,20 +74,38 @@ def _warn_short(found: int, wanted: int, where: str) -> None:
 
 
 # --- folder ---------------------------------------------------------------------------------------------------
-def _read_or_none(path: Path) -> np.ndarray | None:
-    """The one decoder's image, or None for a corrupt file (skipped and counted, not fatal here)."""
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv")
+
+
+def _read_or_none(path: Path, errors: list[str] | None = None) -> np.ndarray | None:
+    """The one decoder's image, or None for a corrupt file (skipped and counted, not fatal here); the decoder's
+    message is appended to `errors` (the reason shown when no file decodes)."""
     try:
         return read_image(path)
     except FcnDeployError as e:
         log.debug("skipping %s: %s", path, e)
+        if errors is not None:
+            errors.append(str(e))
         return None
+
+
+def _not_a_folder(folder: Path) -> FcnDeployError:
+    if folder.suffix.lower() in VIDEO_SUFFIXES:
+        return FcnDeployError(
+            f"{folder}: --calib-data takes a folder of images; for a video pass --calib-video {folder}"
+        )
+    if folder.exists():
+        return FcnDeployError(
+            f"{folder}: is a file, not a folder; pass a folder of images to --calib-data (or a video to --calib-video)"
+        )
+    return FcnDeployError(f"{folder}: calibration folder does not exist; pass a folder of images")
 
 
 def from_folder(folder: Path, num_images: int, seed: int, num_eval: int | None) -> tuple[ImageSet, ImageSet]:
     """Seeded pick of `num_images` decodable images under `folder`; held-out set = the images not picked."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FcnDeployError(f"{folder}: calibration folder does not exist; pass a folder of images")
+        raise _not_a_folder(folder)
     files = list_images(folder, recursive=True)
     if not files:
         raise FcnDeployError(
@@ -97,9 +115,9 @@ def from_folder(folder: Path, num_images: int, seed: int, num_eval: int | None) 
     order = np.random.default_rng(seed).permutation(len(files))
     chosen: list[Path] = []
     parts: list[tuple[str, str]] = []
-    skipped, tried = 0, 0
+    skipped, tried, errors = 0, 0, []
     for tried, k in enumerate(order, 1):  # noqa: B007 - `tried` is read after the loop
-        image = _read_or_none(files[k])
+        image = _read_or_none(files[k], errors)
         if image is None:
             skipped += 1
             continue
@@ -110,7 +128,9 @@ def from_folder(folder: Path, num_images: int, seed: int, num_eval: int | None) 
     if skipped:
         log.warning("%s: skipped %d corrupt or unreadable image(s)", folder, skipped)
     if not chosen:
-        raise FcnDeployError(f"{folder}: none of the {len(files)} image files could be decoded (all corrupt)")
+        raise FcnDeployError(
+            f"{folder}: none of the {len(files)} image file(s) could be decoded (all corrupt); the first: {errors[0]}"
+        )
     _warn_short(len(chosen), num_images, str(folder))
     rest = [files[k] for k in order[tried:]]
     if num_eval is not None:

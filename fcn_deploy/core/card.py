@@ -14,7 +14,7 @@ from typing import Any
 
 from fcn_deploy import __version__
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.core.model_config import MODEL_FIELDS, ModelConfig
+from fcn_deploy.core.model_config import MODEL_FIELDS, ModelConfig, stored_value_problem
 from fcn_deploy.core.shapes import DEFAULT_SHAPES, HW, ShapeRange
 
 SCHEMA_VERSION = 1
@@ -181,6 +181,9 @@ class ModelCard(ModelConfig):
             return cls(**kw)
         except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise FcnDeployError(f"{source}: malformed model card ({type(e).__name__}: {e})") from None
+        except FcnDeployError as e:  # a field out of range (ModelConfig's check speaks of the CLI option)
+            raise FcnDeployError(f"{source}: the model card holds {stored_value_problem(e)}; the file is damaged "
+                                 "or not from fcn-deploy: re-export it") from None
 
     @classmethod
     def from_json(cls, text: str, source: str = "model card") -> ModelCard:

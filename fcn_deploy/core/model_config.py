@@ -46,3 +46,13 @@ class ModelConfig:
 
 
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+
+
+def stored_value_problem(e: FcnDeployError) -> str:
+    """ModelConfig's complaint about a value read from a file, not typed as an option: '--width must be in (0, 4],
+    got 9.0' becomes 'an invalid width (must be in (0, 4], got 9.0)'."""
+    text = str(e)
+    if not text.startswith("--"):
+        return text
+    name, _, rest = text[2:].partition(" ")
+    return f"an invalid {name} ({rest})"

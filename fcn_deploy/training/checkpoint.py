@@ -17,7 +17,7 @@ import torch
 from fcn_deploy.core.atomic import sha256_file, write_bytes
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.core.model_config import ModelConfig
+from fcn_deploy.core.model_config import ModelConfig, stored_value_problem
 from fcn_deploy.training.fcn import FCN, build_model
 from fcn_deploy.training.weights_io import torch_load
 
@@ -87,6 +87,9 @@ def model_from_checkpoint(path: str | Path) -> tuple[FCN, ModelCard, dict[str, A
         config = ModelConfig(**ckpt["model_config"])
     except TypeError as e:
         raise FcnDeployError(f"{path}: malformed model_config ({e})") from None
+    except FcnDeployError as e:  # a field out of range: name the file, not a CLI option
+        raise FcnDeployError(f"{path}: its model_config holds {stored_value_problem(e)}; the checkpoint is damaged "
+                             "or not from fcn-deploy") from None
     model = build_model(config)
     try:
         model.load_state_dict(ckpt["state_dict"])
