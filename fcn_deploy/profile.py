@@ -74,6 +74,14 @@ def environment() -> dict[str, Any]:
     return fingerprint(gpu=gpu_info())
 
 
+def _bytes_per_image(backend: Backend, shape: tuple[int, int]) -> int:
+    """Memory one image of the batch takes: uint8 pixels, the float32 input and its copy, and about four float32
+    maps of the first conv block (64 x width channels) that the runtime holds while it runs."""
+    pad = 200 if backend.card.padding == "paper" else 0
+    channels = max(1, round(64 * backend.card.width))
+    return 3 * shape[0] * shape[1] * (1 + 4 * 2) + 4 * 4 * channels * (shape[0] + pad) * (shape[1] + pad)
+
+
 def input_batch(backend: Backend, shape: tuple[int, int] | None, batch: int, seed: int = 0) -> np.ndarray:
     """A deterministic, realistically normalised N x 3 x H x W batch (random pixels through the card's
     preprocessing). The size: `shape`, else the model's fixed size, else the card's opt shape."""
@@ -86,8 +94,14 @@ def input_batch(backend: Backend, shape: tuple[int, int] | None, batch: int, see
             f"--shape {format_hw(shape)}: this model has a static input of {format_hw(fixed)}; "
             f"pass --shape {format_hw(fixed)} or re-export it with dynamic axes"
         )
-    check_fits(batch * 3 * shape[0] * shape[1] * (1 + 4 * 2), f"--shape {format_hw(shape)} x batch {batch}",
-               "profile a smaller --shape or --batch")  # uint8 pixels + float32 input and its copy; fmt: skip
+    elif shape[0] > sizes.max_hw[0] or shape[1] > sizes.max_hw[1]:  # smaller sizes run (FCN takes any HxW)
+        raise FcnDeployError(
+            f"--shape {format_hw(shape)} is outside this model's range {format_hw(sizes.min_hw)} .. "
+            f"{format_hw(sizes.max_hw)} (its model card or engine profile); profile a size inside it, or re-export "
+            "/ rebuild with a --max-shape that holds it"
+        )
+    check_fits(batch * _bytes_per_image(backend, shape), f"--shape {format_hw(shape)} x batch {batch}",
+               "profile a smaller --shape or --batch")  # fmt: skip
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, (shape[0], shape[1], 3), dtype=np.uint8)
     one = preprocess(pixels, backend.card.normalization)

@@ -31,10 +31,13 @@ def command(variant, num_classes, width, padding, batch_norm, learn_upsampling, 
     check_fits(3 * 4 * max(1, 64 * width) * (hw[0] + pad) * (hw[1] + pad), f"--input-size {input_size}",
                "pick a smaller size; multiply-adds scale with H x W")  # fmt: skip
     config = ModelConfig(variant, num_classes, width, padding, batch_norm, learn_upsampling)
+    import torch
+
     from fcn_deploy.training.fcn import build_model, count_macs
 
     model = build_model(config)
-    macs, out_hw = count_macs(model, hw)
+    with torch.no_grad():  # no autograd graph: the pass holds a layer's input and output, as check_fits assumes
+        macs, out_hw = count_macs(model, hw)
     info = {
         "variant": variant,
         "num_classes": num_classes,
