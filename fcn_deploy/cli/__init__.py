@@ -6,8 +6,12 @@ each subcommand module imports its heavy dependencies inside the command functio
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 
 import click
 
@@ -32,6 +36,49 @@ COMMANDS = {
 }
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt so that every writer's cleanup runs."""
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM's default action ends the process on the spot, leaving its temp files: unwind instead. A handler
+    a command installs itself (the pipeline, torchrun workers) takes precedence while it is installed."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not main_thread or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _interrupted(signum: int) -> click.ClickException:
+    """Ctrl-C or SIGTERM: remove what this run had not published, then one line and 128 + the signal number."""
+    from fcn_deploy.core.atomic import remove_own_temps
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None  # a further Ctrl-C waits
+    try:
+        removed = remove_own_temps()
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    name = signal.Signals(signum).name
+    exc = click.ClickException(
+        f"interrupted ({name}): stopped before finishing; nothing half-written was published"
+        + (f" ({len(removed)} temporary file(s) removed)" if removed else "")
+    )
+    exc.exit_code = 128 + signum
+    return exc
+
+
 class LazyGroup(click.Group):
     """click's documented lazy-loading recipe, plus one-line output for FcnDeployError."""
 
@@ -47,7 +94,12 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _sigterm_unwinds():
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _interrupted(signal.SIGINT) from None
+        except Terminated:
+            raise _interrupted(signal.SIGTERM) from None
         except FcnDeployError as e:
             exc = click.ClickException(str(e).replace("\n", " "))
             exc.exit_code = e.exit_code
