@@ -178,3 +178,26 @@ def test_atomic_write_to_unwritable_place_is_a_user_error(tmp_path) -> None:
         write_bytes(tmp_path / "file" / "sub" / "out.onnx", b"x")
     with pytest.raises(FcnDeployError, match="is a directory"):
         write_bytes(tmp_path, b"x")
+
+
+def test_scratch_folders_name_their_pid_and_dead_ones_are_swept(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    from fcn_deploy.core.atomic import remove_own_temps, reserve_temp, scratch_dir
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f"fcn-quantize.{int(dead.stdout)}.abc"
+    left.mkdir()  # what a SIGKILLed run leaves
+    (tmp_path / f"fcn-quantize.{os.getpid()}.live").mkdir()  # a running one's (this process): kept
+    (tmp_path / "fcn-quantize.nopid").mkdir()  # not ours to judge: kept
+    with scratch_dir("quantize") as work:
+        assert work.name.startswith(f"fcn-quantize.{os.getpid()}.") and work.is_dir()
+        assert not left.exists()
+    assert not work.exists()
+    assert sorted(p.name.split(".")[1] for p in tmp_path.iterdir()) == sorted([str(os.getpid()), "nopid"])
+    # on SIGINT/SIGTERM the CLI removes what this process reserved and has not published
+    fd, tmp = reserve_temp(tmp_path / "out" / "a.onnx")
+    os.close(fd)
+    assert tmp.exists() and tmp in remove_own_temps() and not tmp.exists()

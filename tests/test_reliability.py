@@ -376,6 +376,63 @@ def test_matrix_is_large_enough() -> None:
                                                  "evaluate", "infer", "profile", "report", "demo"}  # fmt: skip
 
 
+# ----------------------------------------------------------------------------------------- section 5 messages
+def _section5_files(base: Path, t: Path) -> None:
+    """A model without Conv (with a card-less --mean/--std), a checkpoint and an ONNX whose stored width is 9."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, HW, HW])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, HW, HW])
+    graph = helper.make_graph([helper.make_node("Relu", ["image"], ["out"])], "relu", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(t / "noconv.onnx"))
+    ck = torch.load(base / "ck.pt", weights_only=True)
+    ck["model_config"]["width"] = 9.0  # the weights' integrity record still matches: only the config is wrong
+    torch.save(ck, t / "w9.pt")
+    m = onnx.load(str(base / "m.onnx"))
+    for p in m.metadata_props:
+        if p.key == "fcn_deploy.model_card":
+            p.value = json.dumps({**json.loads(p.value), "width": 9.0})
+    onnx.save(m, str(t / "w9.onnx"))
+
+
+# (id, argv, what the one Error line must say, what it must not say)
+MESSAGES = [
+    ("no-conv-no-exclude", "quantize {t}/noconv.onnx --int8 --calib-data {imgs} --mean 0.5,0.5,0.5 --std 0.2,0.2,0.2 "
+     "-o {t}/q.onnx", r"noconv\.onnx: has no Conv/ConvTranspose", "--exclude"),
+    ("calib-data-video", "quantize {onnx} --int8 --calib-data {vid} -o {t}/q.onnx", r"v\.mp4: .*--calib-video", None),
+    ("calib-data-file", "quantize {onnx} --int8 --calib-data {ck} -o {t}/q.onnx", r"ck\.pt: is a file, not a folder",
+     "does not exist"),
+    ("calib-none-decoded", "quantize {onnx} --int8 --calib-data {bad}/corruptimgs -o {t}/q.onnx",
+     r"none of the 1 image file\(s\) could be decoded .*the first: .*x\.png", None),
+    ("ckpt-width", "export --checkpoint {t}/w9.pt -o {t}/o.onnx", r"w9\.pt: .*invalid width", "--width"),
+    ("onnx-card-width", "profile {t}/w9.onnx --iterations 1 --warmup-s 0", r"w9\.onnx: .*invalid width", "--width"),
+    ("profile-shape-over-card", "profile {onnx} --shape 1024x1024 --iterations 1 --warmup-s 0",
+     r"--shape 1024x1024 is outside .*512x512", None),
+    # with 1 GB available (below): the batch's input is 0.55 GB, the runtime's activations take another 1.3 GB
+    ("profile-batch-memory", "profile {onnx} --shape 32x32 --batch 20000 --iterations 1 --warmup-s 0",
+     r"needs about 1\.9 GB of memory, more than the 1\.0 GB available", None),
+]
+
+
+@pytest.mark.parametrize("case_id,argv,needle,absent", MESSAGES, ids=[m[0] for m in MESSAGES])
+def test_section5_messages_name_the_file_and_the_fix(case_id, argv, needle, absent, base, tmp_path, monkeypatch
+                                                     ) -> None:  # fmt: skip
+    import re
+
+    monkeypatch.setattr("fcn_deploy.core.memory.available_bytes", lambda: 10**9)  # a 1 GB machine
+    t = tmp_path
+    values = _prepare(base, t)
+    _section5_files(base, t)
+    t0 = time.monotonic()
+    r = CliRunner().invoke(main, [a.format(**values) for a in argv.split()])
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert r.exit_code != 0 and len(errors) == 1, r.output[-2000:]
+    assert re.search(needle, errors[0]), errors[0]
+    assert absent is None or absent not in errors[0], errors[0]
+    assert time.monotonic() - t0 < 30, "refused only after allocating"
+
+
 # ---------------------------------------------------------------------------------------------- integrity
 def test_integrity_records_are_checked_and_old_files_still_load(base, tmp_path) -> None:
     from fcn_deploy.core.errors import FcnDeployError
