@@ -130,3 +130,20 @@ def test_chain_reuse_checks_the_guard_budget_and_strict(setup, tmp_path):
     assert "plan_images" in LoweredOnnx(model, "int8", out, calibration={**calibration, "plan_images": 3}).mismatch(
         out, model)
     assert "--strict" in LoweredOnnx(model, "int8", out, calibration={**calibration, "strict": True}).mismatch(out, model)
+
+
+def test_guard_cache_skips_the_scoring_and_misses_on_another_graph(setup, tmp_path, monkeypatch):
+    from fcn_deploy.calibration import sensitivity
+
+    model, calib = setup
+    calls = []
+    real = sensitivity.Judge.measure_bytes
+    monkeypatch.setattr(sensitivity.Judge, "measure_bytes", lambda self, data: calls.append(1) or real(self, data))
+    cache = tmp_path / "calib.json"
+    first = quantize(cfg(model, calib, cache=cache, output=tmp_path / "a.onnx", max_drop=1.0)).summary["guard"]
+    assert len(calls) == 1 and (tmp_path / "calib.json.guard.json").is_file()
+    again = quantize(cfg(model, calib, cache=cache, output=tmp_path / "b.onnx", max_drop=90.0)).summary["guard"]
+    assert len(calls) == 1  # the same graph on the same images: not scored again; the budget is re-judged
+    assert again["drop"] == first["drop"] and first["within_budget"] is False and again["within_budget"] is True
+    quantize(cfg(model, calib, cache=cache, output=tmp_path / "c.onnx", target="onnxruntime"))
+    assert len(calls) == 2  # another graph

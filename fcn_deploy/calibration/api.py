@@ -304,7 +304,7 @@ def _guard(cfg: QuantizeConfig, lowered: Any, images: ImageSet | None, size: tup
            card: ModelCard, judge: Any) -> dict[str, Any]:  # fmt: skip
     # The graph about to be written: the card attached after this does not change what it computes.
     return guard.measure(cfg.model, lowered.SerializeToString(), images, size, card, cfg.metric, cfg.max_drop,
-                         cfg.plan_images, judge)
+                         cfg.plan_images, judge, Path(f"{cfg.cache}.guard.json") if cfg.cache else None)
 
 
 def _stand_in_card(model: Any, norm: Normalization, input_name: str, images: ImageSet) -> ModelCard:
