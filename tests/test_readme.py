@@ -222,17 +222,11 @@ def run(cmd: Command, cwd: Path, cache: Path) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
-def test_every_readme_command_runs_in_order_and_replaces_nothing(tmp_path, monkeypatch):
-    work, cache = tmp_path / "work", tmp_path / "cache"
-    work.mkdir()
-    make_fixtures(work)
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setattr("fcn_deploy.runtime.openvino_backend.CACHE_ROOT", cache / "fcn-deploy" / "openvino")
+def run_in_order(commands: list[Command], work: Path, cache: Path) -> list[str]:
+    """Run `commands` in `work` (skips as SKIP says); the failures: non-zero exits, earlier outputs changed."""
     made: dict[str, Command] = {}
     failures, skipped, ran = [], [], []
-    for cmd in COMMANDS:
+    for cmd in commands:
         skip = cmd.skip()
         if skip is not None and skip[1]():
             skipped.append(f"{cmd}: {skip[0]}")
@@ -248,4 +242,30 @@ def test_every_readme_command_runs_in_order_and_replaces_nothing(tmp_path, monke
                 failures.append(f"{cmd} {'replaced' if path in after else 'removed'} {path}, made by {made[path]}")
         made.update({p: cmd for p in after if p not in before})
     print("\n".join(["ran:", *ran, "skipped:", *skipped]))
+    return failures
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    work, cache = tmp_path / "work", tmp_path / "cache"
+    work.mkdir()
+    make_fixtures(work)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setattr("fcn_deploy.runtime.openvino_backend.CACHE_ROOT", cache / "fcn-deploy" / "openvino")
+    return work, cache
+
+
+def test_the_runner_catches_a_failing_command_and_a_replaced_output(work):
+    export = "fcn-deploy export --variant fcn8s --width 0.0625 --num-classes 3 --padding same --no-simplify -o m.onnx"
+    failures = run_in_order([Command(0, 1, export), Command(1, 2, "fcn-deploy evaluate missing.onnx"),
+                             Command(2, 3, export)], *work)  # fmt: skip
+    assert len(failures) == 2, failures
+    assert "`fcn-deploy evaluate missing.onnx`" in failures[0] and "exited 1" in failures[0]
+    assert failures[1].startswith("README.md:3 ") and "replaced m.onnx, made by README.md:1 " in failures[1]
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs_in_order_and_replaces_nothing(work):
+    failures = run_in_order(COMMANDS, *work)
     assert not failures, "\n\n".join(failures)
