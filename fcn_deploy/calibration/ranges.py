@@ -98,30 +98,43 @@ class _AbsHistogram:
 
 
 def _entropy_bins(hist: np.ndarray) -> int:
-    """Number of histogram bins to keep: the clipping whose 128-level quantisation loses the least information."""
+    """Number of histogram bins to keep: the clipping whose 128-level quantisation loses the least information.
+
+    For every candidate clip i (bins [0, i) kept, the tail folded into bin i - 1) the KL divergence between the
+    kept distribution p and its 128-level quantisation q, all candidates at once from prefix sums (TensorRT's
+    per-candidate loop took ~0.18 s per tensor): below bin i - 1, p = h / total and q = level mean / kept mass, so
+    sum p log(p / q) splits into sums of h log h, h and level mass x log(level mean), each a prefix-sum difference.
+    """
     nonzero = np.nonzero(hist)[0]
     last = int(nonzero[-1]) + 1 if nonzero.size else NUM_LEVELS
     if last <= NUM_LEVELS:
         return last  # fewer occupied bins than levels: nothing to clip
-    hist = hist.astype(np.float64)
-    hist[0] = hist[1]  # the spike of exact zeros after a ReLU would otherwise decide the clip (pytorch-quantization)
-    best, best_i = math.inf, last
-    for i in range(NUM_LEVELS, last + 1):
-        sliced = hist[:i]
-        p = sliced.copy()
-        p[i - 1] += hist[i:].sum()
-        group = np.minimum(np.arange(i) // (i // NUM_LEVELS), NUM_LEVELS - 1)
-        nz = sliced != 0
-        level_sum = np.bincount(group, weights=sliced, minlength=NUM_LEVELS)
-        level_nz = np.bincount(group, weights=nz, minlength=NUM_LEVELS)
-        q = np.where(nz, (level_sum / np.maximum(level_nz, 1))[group], 0.0)
-        p, q = p / p.sum(), q / max(q.sum(), 1e-300)
-        used = p > 0
-        # empty candidate bins where the reference has mass get a tiny probability (finite but costly KL)
-        kl = float(np.sum(p[used] * np.log(p[used] / np.maximum(q[used], 1e-10))))
-        if kl < best:
-            best, best_i = kl, i
-    return best_i
+    h = hist.astype(np.float64)
+    h[0] = h[1]  # the spike of exact zeros after a ReLU would otherwise decide the clip (pytorch-quantization)
+    total = h.sum()
+    clip = np.arange(NUM_LEVELS, last + 1)
+
+    def prefix(a: np.ndarray) -> np.ndarray:  # prefix(a)[k] = a[:k].sum()
+        return np.concatenate(([0.0], np.cumsum(a)))
+
+    mass, occupied = prefix(h), prefix(h != 0)
+    h_log_h = prefix(h * np.log(np.where(h > 0, h, 1.0)))
+    # Level l of clip i covers bins [l * w, (l + 1) * w) with w = i // 128; the last level also takes the rest.
+    edges = np.minimum((clip // NUM_LEVELS)[:, None] * np.arange(NUM_LEVELS + 1), clip[:, None])
+    edges[:, -1] = clip
+    level_mass = mass[edges[:, 1:]] - mass[edges[:, :-1]]
+    level_mean = level_mass / np.maximum(occupied[edges[:, 1:]] - occupied[edges[:, :-1]], 1)
+    top = clip - 1  # bin i - 1, always in the last level
+    below_mass = level_mass.copy()
+    below_mass[:, -1] -= h[top]
+    kept = mass[clip]
+    kl = (h_log_h[top] - mass[top] * np.log(total) - (below_mass * np.log(np.where(level_mean > 0, level_mean, 1.0))).sum(1)
+          + mass[top] * np.log(np.where(kept > 0, kept, 1.0))) / total  # fmt: skip
+    # Bin i - 1 holds the clipped tail too; an empty bin there gets a tiny q (finite but costly KL).
+    p_top = (h[top] + total - kept) / total
+    q_top = np.where(h[top] != 0, level_mean[:, -1] / np.maximum(kept, 1e-300), 0.0)
+    kl += np.where(p_top > 0, p_top * np.log(np.where(p_top > 0, p_top, 1.0) / np.maximum(q_top, 1e-10)), 0.0)
+    return int(clip[int(np.argmin(kl))])
 
 
 def calibration_tensors(model: Any, op_types: Sequence[str] | None) -> list[str]:
