@@ -226,6 +226,7 @@ def run_in_order(commands: list[Command], work: Path, cache: Path) -> list[str]:
     """Run `commands` in `work` (skips as SKIP says); the failures: non-zero exits, earlier outputs changed."""
     made: dict[str, Command] = {}
     failures, skipped, ran = [], [], []
+    started_all, cpu_all = time.perf_counter(), cpu_s()
     for cmd in commands:
         skip = cmd.skip()
         if skip is not None and skip[1]():
@@ -241,7 +242,8 @@ def run_in_order(commands: list[Command], work: Path, cache: Path) -> list[str]:
             if path in made and after.get(path) != stamp:
                 failures.append(f"{cmd} {'replaced' if path in after else 'removed'} {path}, made by {made[path]}")
         made.update({p: cmd for p in after if p not in before})
-    print("\n".join(["ran:", *ran, "skipped:", *skipped]))
+    total = f"{len(ran)} commands in {time.perf_counter() - started_all:.1f} s ({cpu_s() - cpu_all:.1f} s CPU)"
+    print("\n".join(["ran:", *ran, total, "skipped:", *skipped]))
     return failures
 
 
