@@ -83,7 +83,7 @@ OUTPUT_PARAMS = ("output", "keep_onnx", "save_labels", "json_out")  # click para
 @dataclass(frozen=True)
 class Command:
     block: int
-    line: int  # README line of the block's opening fence
+    line: int  # README line where the command starts
     text: str  # env prefix + fcn-deploy ..., comments dropped, continuations joined
 
     def __str__(self) -> str:
@@ -98,14 +98,21 @@ def readme_commands() -> list[Command]:
     out = []
     fences = re.finditer(r"^([ \t]*)```bash\n(.*?)^\1```", text, re.M | re.S)
     for block, m in enumerate(fences):
-        body = re.sub(r"\\\n", " ", textwrap.dedent(m.group(2)))
-        for raw in body.splitlines():
+        first = text.count("\n", 0, m.start()) + 2  # README line of the block's first line
+        lines = textwrap.dedent(m.group(2)).splitlines()
+        i = 0
+        while i < len(lines):
+            start, raw = i, lines[i]
+            while raw.endswith("\\") and i + 1 < len(lines):  # a backslash continuation joins the next line
+                i += 1
+                raw = raw[:-1] + " " + lines[i]
+            i += 1
             tokens = shlex.split(raw, comments=True)
             env = 0
             while env < len(tokens) and re.match(r"^[A-Za-z_]\w*=", tokens[env]):
                 env += 1
-            if tokens[env:env + 1] == ["fcn-deploy"]:
-                out.append(Command(block, text.count("\n", 0, m.start()) + 1, shlex.join(tokens)))
+            if tokens[env : env + 1] == ["fcn-deploy"]:
+                out.append(Command(block, first + start, shlex.join(tokens)))
     return out
 
 
