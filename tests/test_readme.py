@@ -160,14 +160,17 @@ def outputs_of(name: str, params: dict) -> list[Path]:
     from fcn_deploy.chain.engine_plan import default_engine_path
 
     out = [Path(params[k]) for k in OUTPUT_PARAMS if isinstance(params.get(k), (str, Path)) and params[k] != "-"]
-    if name == "quantize" and params.get("output") is None:
-        out.append(default_output(Path(params["model"]), "int8" if params.get("int8") else "fp16"))
-    if name == "build-engine" and params.get("output") is None:
-        out.append(default_engine_path(Path(params["model"])))
+    if name == "quantize":
+        main_out = Path(params.get("output") or default_output(Path(params["model"]), "int8" if params.get("int8")
+                                                               else "fp16"))  # fmt: skip
+        out += [main_out, main_out.with_suffix(".json")]  # the summary beside it
+    if name == "build-engine":
+        engine = Path(params.get("output") or default_engine_path(Path(params["model"])))
+        out += [engine, engine.with_name(engine.name + ".json")]  # the manifest
     if name == "export" and params.get("output") is None:
         ck = params.get("checkpoint")
         out.append(Path(ck).with_suffix(".onnx") if ck else Path(f"{params.get('variant') or 'fcn8s'}.onnx"))
-    return [Path(os.path.normpath(p)) for p in out]
+    return list(dict.fromkeys(Path(os.path.normpath(p)) for p in out))
 
 
 def test_readme_commands_parse_and_write_distinct_outputs():
