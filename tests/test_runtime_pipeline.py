@@ -237,3 +237,17 @@ def test_opencv_pool_is_one_thread_during_the_run_and_restored_after(tmp_path):
         assert set(untouched.opencv_threads) == {2}
     finally:
         cv2.setNumThreads(before)
+
+
+def test_steady_fps_counts_from_the_first_frame_written(monkeypatch):
+    from fcn_deploy.runtime import stats as stats_module
+
+    clock = iter([1.0, 1.5, 2.0, 2.5])  # the first frame comes out once the pipeline has filled
+    monkeypatch.setattr(stats_module.time, "perf_counter", lambda: next(clock))
+    stats = stats_module.RunStats(started=0.0)
+    assert stats.steady_fps() == 0.0
+    for _ in range(4):
+        stats.frame_done(10.0)
+    stats.finished = 3.0
+    assert stats.steady_fps() == pytest.approx(3 / 1.5) and stats.fps() == pytest.approx(4 / 3.0)
+    assert stats.to_dict()["steady_fps"] == 2.0

@@ -28,6 +28,8 @@ class RunStats:
     interrupted: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _recent: list[float] = field(default_factory=list, repr=False)
+    _first_done: float | None = field(default=None, repr=False)
+    _last_done: float | None = field(default=None, repr=False)
 
     def add(self, stage: str, ms: float) -> None:
         with self._lock:
@@ -38,6 +40,9 @@ class RunStats:
         with self._lock:
             self.frames += 1
             self.latency_ms.append(latency_ms)
+            if self._first_done is None:
+                self._first_done = now
+            self._last_done = now
             self._recent.append(now)
             if len(self._recent) > 30:
                 del self._recent[0]
@@ -60,6 +65,13 @@ class RunStats:
     def fps(self) -> float:
         return self.frames / self.wall_s() if self.frames else 0.0
 
+    def steady_fps(self) -> float:
+        """Frames per second between the first and the last frame written: the rate once the pipeline is full
+        (fps() also counts the first frame's trip through every stage and the shutdown)."""
+        if self.frames < 2 or self._first_done is None or self._last_done is None:
+            return 0.0
+        return (self.frames - 1) / max(self._last_done - self._first_done, 1e-9)
+
     def to_dict(self) -> dict[str, Any]:
         def summary(values: list[float]) -> dict[str, float]:
             if not values:
@@ -72,6 +84,7 @@ class RunStats:
                 "frames": self.frames,
                 "wall_s": round(self.wall_s(), 4),
                 "fps": round(self.fps(), 3),
+                "steady_fps": round(self.steady_fps(), 3),
                 "stage_ms": {
                     s: {k: round(v, 3) for k, v in summary(self.stage_ms[s]).items()} for s in STAGES
                 },
