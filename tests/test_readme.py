@@ -1,12 +1,12 @@
 """Every `fcn-deploy` command in README.md's ```bash blocks runs, in order, in one folder, through the real CLI.
 
 A README command runs as written except for the substitutions in ADAPT (CI has no CamVid and two cores: synthetic
-data, tiny sizes, one epoch) and the files in FIXTURES (what the README takes as given: images, a clip). A command
-that cannot run here is in SKIP with its reason; a new README command that is neither runnable nor listed fails,
-and so does a table entry that no longer matches any README command (the tables stay honest). Each command must
+data, tiny sizes, one epoch), with the files make_fixtures writes (what the README takes as given: images, a
+clip). A command that cannot run here is in SKIP with its reason; a new README command that is neither runnable
+nor listed fails, and so does a table entry that no longer matches any README command (the tables stay honest). Each command must
 exit 0 and must not change a file an earlier README command made: following the README never replaces an output
-silently. The static test checks the same distinctness for every command, skipped ones included, from the parsed
-arguments (no run needed).
+silently. The static test checks that no two README commands (skipped ones included, across all blocks, since
+later blocks use earlier blocks' files) write one path, from the parsed arguments (no run needed).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def _always() -> bool:
 
 
 # (regex on the README command, reason, when): commands that cannot run in CI. `when` says whether to skip here.
-SKIP: list[tuple[str, str, object]] = [
+SKIP: list[tuple[str, str, Callable[[], bool]]] = [
     (r"^fcn-deploy train \.\.\. --resume", "elided arguments (`...`); --resume is tested in tests/test_train.py",
      _always),
     (r"^fcn-deploy build-engine ", "needs TensorRT and an NVIDIA GPU (exits 3 without them); the TensorRT path "
@@ -82,14 +83,13 @@ OUTPUT_PARAMS = ("output", "keep_onnx", "save_labels", "json_out")  # click para
 
 @dataclass(frozen=True)
 class Command:
-    block: int
     line: int  # README line where the command starts
     text: str  # env prefix + fcn-deploy ..., comments dropped, continuations joined
 
     def __str__(self) -> str:
         return f"README.md:{self.line} `{self.text}`"
 
-    def skip(self) -> tuple[str, object] | None:
+    def skip(self) -> tuple[str, Callable[[], bool]] | None:
         return next(((why, when) for pattern, why, when in SKIP if re.search(pattern, self.text)), None)
 
 
@@ -97,7 +97,7 @@ def readme_commands() -> list[Command]:
     text = README.read_text(encoding="utf-8")
     out = []
     fences = re.finditer(r"^([ \t]*)```bash\n(.*?)^\1```", text, re.M | re.S)
-    for block, m in enumerate(fences):
+    for m in fences:
         first = text.count("\n", 0, m.start()) + 2  # README line of the block's first line
         lines = textwrap.dedent(m.group(2)).splitlines()
         i = 0
@@ -112,7 +112,7 @@ def readme_commands() -> list[Command]:
             while env < len(tokens) and re.match(r"^[A-Za-z_]\w*=", tokens[env]):
                 env += 1
             if tokens[env : env + 1] == ["fcn-deploy"]:
-                out.append(Command(block, first + start, shlex.join(tokens)))
+                out.append(Command(first + start, shlex.join(tokens)))
     return out
 
 
@@ -270,8 +270,8 @@ def work(tmp_path, monkeypatch) -> tuple[Path, Path]:
 
 def test_the_runner_catches_a_failing_command_and_a_replaced_output(work):
     export = "fcn-deploy export --variant fcn8s --width 0.0625 --num-classes 3 --padding same --no-simplify -o m.onnx"
-    failures = run_in_order([Command(0, 1, export), Command(1, 2, "fcn-deploy evaluate missing.onnx"),
-                             Command(2, 3, export)], *work)  # fmt: skip
+    failures = run_in_order([Command(1, export), Command(2, "fcn-deploy evaluate missing.onnx"), Command(3, export)],
+                            *work)  # fmt: skip
     assert len(failures) == 2, failures
     assert "`fcn-deploy evaluate missing.onnx`" in failures[0] and "exited 1" in failures[0]
     assert failures[1].startswith("README.md:3 ") and "replaced m.onnx, made by README.md:1 " in failures[1]
