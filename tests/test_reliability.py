@@ -427,6 +427,12 @@ def test_section5_messages_name_the_file_and_the_fix(case_id, argv, needle, abse
     r = CliRunner().invoke(main, [a.format(**values) for a in argv.split()])
     assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    said = bool(errors) and bool(re.search(needle, errors[0])) and (absent is None or absent not in errors[0])
+    if os.environ.get("RELIABILITY_TALLY"):
+        with open(os.environ["RELIABILITY_TALLY"], "a") as f:
+            f.write(json.dumps({"case": f"message-{case_id}", "exit_code": r.exit_code, "left_behind": [],
+                                "traceback": r.exception is not None and not isinstance(r.exception, SystemExit),
+                                "clean": r.exit_code != 0 and len(errors) == 1 and said}) + "\n")  # fmt: skip
     assert r.exit_code != 0 and len(errors) == 1, r.output[-2000:]
     assert re.search(needle, errors[0]), errors[0]
     assert absent is None or absent not in errors[0], errors[0]

@@ -7,7 +7,8 @@
   128 + the signal (130, 143); a second Ctrl-C while `infer --output v.mp4` finalises the video exits 130 too.
 
 The children run the real CLI on a slow disk (each fsync sleeps) so that the signal lands while a temp exists;
-nothing else about the command changes.
+nothing else about the command changes. RELIABILITY_TALLY=FILE appends one JSON line per case (as the matrix does):
+exit code, traceback, files left behind, and whether the case was clean.
 """
 
 from __future__ import annotations
@@ -124,6 +125,13 @@ def _temps(folder: Path, name: str) -> list[Path]:
     return list(folder.glob(f".{name}.*.tmp*"))
 
 
+def tally(case: str, exit_code: int | None, traceback: bool, left: list[Path], clean: bool) -> None:
+    if os.environ.get("RELIABILITY_TALLY"):
+        with open(os.environ["RELIABILITY_TALLY"], "a") as f:
+            f.write(json.dumps({"case": case, "exit_code": exit_code, "traceback": traceback,
+                                "left_behind": [str(p) for p in left], "clean": clean}) + "\n")  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------------------- SIGKILL
 TRAIN = ["train", "--dataset", "synthetic", "--epochs", "2", "--width", "0.0625", "--synthetic-size", "32x32",
          "--synthetic-length", "8", "--batch-size", "4", "--no-progress", "--threads", "1"]  # fmt: skip
@@ -143,8 +151,11 @@ def test_sigkill_train_in_epoch_2_keeps_every_log_line_and_resume_sweeps(at, tmp
     assert load_checkpoint(out / "last.pt")["epoch"] >= 1  # whole: its integrity record matches
     lines_before = (out / "log.jsonl").read_text().splitlines() if (out / "log.jsonl").exists() else []
     r = CliRunner().invoke(main, [*argv, "--resume"])
-    assert r.exit_code == 0, r.output[-2000:]
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    left = list(out.glob(".*.tmp*"))
+    tally(f"kill-train-{at}", r.exit_code, r.exception is not None and not isinstance(r.exception, SystemExit),
+          left, r.exit_code == 0 and not left and [e["epoch"] for e in log] == [1, 2])  # fmt: skip
+    assert r.exit_code == 0, r.output[-2000:]
     assert [e["epoch"] for e in log] == [1, 2], "an epoch's log line was lost"
     assert lines_before[:1] == (out / "log.jsonl").read_text().splitlines()[:1]  # epoch 1's line kept as written
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
@@ -163,6 +174,8 @@ def test_sigkill_report_at_its_markdown_temp(art, tmp_path) -> None:
     assert json.loads((out / "report.json").read_text())["rows"], "report.json, written before, must be whole"
     assert _temps(out, "report.md")
     r = CliRunner().invoke(main, argv)
+    left = list(out.rglob(".*.tmp*"))
+    tally("kill-report", r.exit_code, False, left, r.exit_code == 0 and not left)
     assert r.exit_code == 0, r.output[-2000:]
     assert (out / "report.md").exists()
     assert not list(out.rglob(".*.tmp*")), "the next report did not sweep the dead run's temp"
@@ -184,9 +197,11 @@ def test_sigkill_quantize_scratch_folder_is_swept_by_the_next_run(art, tmp_path,
     proc = _start(argv, tmpdir, "c.json")  # the cache is written while the scratch folder exists
     (left,) = _wait_for(proc, lambda: _scratch(tmpdir), "the quantize scratch folder")
     _kill(proc)
-    assert left.exists() and f".{proc.pid}." in left.name, left.name
     monkeypatch.setattr("tempfile.tempdir", str(tmpdir))
     r = CliRunner().invoke(main, argv)
+    after = list(tmpdir.iterdir())
+    tally("kill-quantize-scratch", r.exit_code, False, after, r.exit_code == 0 and not after)
+    assert f".{proc.pid}." in left.name, left.name
     assert r.exit_code == 0, r.output[-2000:]
     assert not list(tmpdir.iterdir()), f"left in the temp dir: {sorted(p.name for p in tmpdir.iterdir())}"
 
@@ -208,6 +223,10 @@ def test_signal_removes_the_runs_own_temps_and_exits_128_plus_n(sig, art, tmp_pa
     _wait_for(proc, lambda: _temps(tmp_path, "c.json"), "the cache's temp file")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
+    left = [*tmp_path.glob(".*.tmp*"), *_scratch(tmpdir)]
+    lines = [line for line in err.splitlines() if line.startswith("Error:")]
+    tally(f"signal-quantize-{signal.Signals(sig).name}", proc.returncode, "Traceback" in err, left,
+          proc.returncode == 128 + sig and len(lines) == 1 and not left)  # fmt: skip
     assert proc.returncode == 128 + sig, (proc.returncode, err[-2000:])
     errors = _one_error_line(err)
     assert len(errors) == 1 and signal.Signals(sig).name in errors[0], err[-2000:]
@@ -228,6 +247,10 @@ def test_second_ctrl_c_while_the_video_finalises_exits_130(art, tmp_path) -> Non
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
+    left = _temps(tmp_path, dest.name)
+    lines = [line for line in err.splitlines() if line.startswith("Error:")]
+    tally("signal-infer-second-ctrl-c", proc.returncode, "Traceback" in err, left,
+          proc.returncode == 130 and len(lines) == 1 and not left)  # fmt: skip
     assert proc.returncode == 130, (proc.returncode, err[-2000:])
     assert len(_one_error_line(err)) == 1, err[-2000:]
     assert not _temps(tmp_path, dest.name), "the interrupted run left the video's temp file"
