@@ -5,8 +5,8 @@ data, tiny sizes, one epoch), with the files make_fixtures writes (what the READ
 clip). A command that cannot run here is in SKIP with its reason; a new README command that is neither runnable
 nor listed fails, and so does a table entry that no longer matches any README command (the tables stay honest).
 Each command must exit 0 and must not change a file an earlier README command made: following the README never
-replaces an output silently. The static test checks that no two README commands (skipped ones included, across all blocks, since
-later blocks use earlier blocks' files) write one path, from the parsed arguments (no run needed).
+replaces an output silently. The static test checks that no two README commands (skipped ones included, across
+all blocks, since later blocks use earlier blocks' files) write one path, from the parsed arguments (no run).
 """
 
 from __future__ import annotations
