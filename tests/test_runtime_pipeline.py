@@ -214,9 +214,14 @@ def test_sigint_mid_run_stops_cleanly_with_a_playable_video(tmp_path):
     src = open_source(str(tmp_path / "v.avi"))
     video = VideoSink(tmp_path / "out.mp4", src.fps)
     sink = RecordingSink(at=5, action=lambda: os.kill(os.getpid(), signal.SIGINT))
+    # Python's own handler, whatever an earlier in-process CLI test left: a SIG_DFL here would kill pytest itself
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     handler = signal.getsignal(signal.SIGINT)
     pipeline = make_pipeline(make_channel_model(tmp_path / "m.onnx"), src, [sink, video])
-    stats = pipeline.run()
+    try:
+        stats = pipeline.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert stats.interrupted and pipeline.signal_received == signal.SIGINT
     assert 6 <= stats.frames < 40 and pipeline_threads() == [] and sink.closed == 1
     assert_in_order_with_own_labels(sink.seen, stats.frames)
