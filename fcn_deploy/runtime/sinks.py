@@ -122,6 +122,8 @@ class VideoSink(Sink):
             ok, _ = cap.read()
             if not ok:
                 return "the file holds no readable frame"
+            if self.frames == 1:  # the frame just read; seeking back to frame 0 of a 1-frame mp4 fails
+                return None
             cap.set(cv2.CAP_PROP_POS_FRAMES, self.frames - 1)  # a truncated file has the count but not the frame
             ok, _ = cap.read()
             if not ok:
