@@ -1,7 +1,8 @@
 """The INT8 guard: every INT8 lowering (with --auto or not) measures what it is about to write against the FP32
 model on calibration images held out from the activation ranges (the --auto plan images; as many are held out for
 the guard alone without --auto), with the one core.scoring.score (through sensitivity.Judge). Past --max-drop it
-warns in one line suggesting --auto; with --strict it raises instead, before anything is written.
+warns in one line suggesting --auto; with --strict it raises instead, before anything is written. The budget is
+judged on the drop's bootstrap upper bound (sensitivity.Measurement.bound), as the --auto plan is.
 
 Cheap by design: one FP32 and one INT8 scoring of at most --plan-images (32) images at the calibration size; with
 --auto the plan's own Judge is reused, so the FP32 reference is not scored twice; with --cache FILE the measurement
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fcn_deploy.calibration.images import ImageSet
-from fcn_deploy.calibration.sensitivity import Judge, PlanImages
+from fcn_deploy.calibration.sensitivity import CONFIDENCE, Judge, PlanImages
 from fcn_deploy.core.atomic import sha256_file, write_text
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
@@ -50,12 +51,12 @@ def measure(fp32: str | Path | bytes, lowered: bytes, images: ImageSet | None, s
         if judge is None:
             judge = Judge(fp32, PlanImages(images), size, card, metric)
         m = judge.measure_bytes(lowered)
-        measured = {"metric": metric, "drop": m.drop, "miou": m.miou, "miou_fp32": judge.miou_fp32,
+        measured = {"metric": metric, "drop": m.drop, "bound": m.bound, "miou": m.miou, "miou_fp32": judge.miou_fp32,
                     "agreement": m.agreement, "images": len(judge.images), "source": judge.images.source}  # fmt: skip
         if cache:
             write_text(cache, json.dumps({"key": key, "measured": measured}, indent=1) + "\n")
     return {"measured": True, **measured, "max_drop": max_drop, "images_asked": asked,
-            "within_budget": measured["drop"] <= max_drop}  # fmt: skip
+            "within_budget": measured.get("bound", measured["drop"]) <= max_drop}  # fmt: skip
 
 
 def _cached(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -77,8 +78,10 @@ def enforce(record: dict[str, Any], output: Path, strict: bool, auto: bool) -> N
         return
     if record["within_budget"]:
         return
+    bound = record.get("bound") or record["drop"]
     what = (f"INT8 loses {record['drop']:.2f} points of {METRIC_NAMES[record['metric']]} against FP32 on "
-            f"{record['images']} held-out calibration images, over --max-drop {record['max_drop']:g}")  # fmt: skip
+            f"{record['images']} held-out calibration images (up to {bound:.2f} at {CONFIDENCE:.0%} confidence), over "
+            f"--max-drop {record['max_drop']:g}")  # fmt: skip
     fix = ("raise --max-drop or use --fp16" if auto
            else "rerun with --auto to keep the sensitive layers in higher precision")
     if strict:

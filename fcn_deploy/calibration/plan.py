@@ -6,7 +6,8 @@
    share of FP32 CPU time its nodes take (ONNX Runtime's profiler).
 3. Greedy: keep groups out of INT8 in order of sensitivity per unit of latency, sensitivity / (0.05 + time share), so
    of two groups that help alike the cheaper one goes first, re-measuring the whole model after each, until its
-   drop is within the budget. Then drop again every kept group the budget does not need (latest first).
+   drop is within the budget (its bootstrap upper bound: Measurement.bound). Then drop again every kept group the
+   budget does not need (latest first).
 4. No plan within budget (at least one Conv must stay INT8) -> a one-line FcnDeployError.
 The kept groups are lowered unquantized (sensitivity.lower_variant, as every measured variant was); the plan is
 recorded in the provenance.
@@ -25,6 +26,7 @@ from fcn_deploy.calibration.fp16 import nonfinite_nodes
 from fcn_deploy.calibration.images import ImageSet
 from fcn_deploy.calibration.ranges import TensorRange
 from fcn_deploy.calibration.sensitivity import (
+    CONFIDENCE,
     METRICS,
     Evaluator,
     Group,
@@ -114,7 +116,7 @@ def search(
     base = sorted(set(base_exclude))
     full = ev.measure(base)
     say(f"  auto plan on {len(plan_images)} held-out calibration images ({metric}): full INT8 drops "
-        f"{full.drop:.2f} points, budget {max_drop:g}")
+        f"{full.drop:.2f} points (up to {full.judged:.2f}, {CONFIDENCE:.0%} bound), budget {max_drop:g}")
     candidates = [g for g in groups(prepared) if g.name not in set(base)]
     key = {**(cache_key or {}), "target": target, "weight_bits": weight_bits, "kept_precision": higher_precision(target),
            "base_exclude": base, "plan_ids": list(images.ids), "metric": metric, "size": list(size) if size else None,
@@ -129,27 +131,28 @@ def search(
         say(f"  sensitivity cache {cache} matches: {len(sens)} groups not measured again")
     plan = Plan(metric, max_drop, len(plan_images), plan_images.source, ev.miou_fp32, full, sens,
                 higher_precision(target))  # fmt: skip
-    plan.steps.append({"kept": [], "drop": full.drop, "agreement": full.agreement, "miou": full.miou})
+    plan.steps.append({"kept": [], **full.to_dict()})
 
     convs = {g.name for g in candidates if g.op_type in ("Conv", "ConvTranspose")}
     order = sorted((s for s in sens if s.score > NOISE), key=lambda s: -priority(s))
     current = full
     kept: list[Sensitivity] = []
     for s in order:
-        if current.drop <= max_drop:
+        if current.judged <= max_drop:
             break
         if s.group.op_type in ("Conv", "ConvTranspose") and convs <= {k.group.name for k in kept} | {s.group.name}:
             continue  # at least one Conv/ConvTranspose must stay INT8, else this is no INT8 model
         kept.append(s)
         current = ev.measure(base, _nodes(kept))
-        plan.steps.append({"kept": [k.group.name for k in kept], "drop": current.drop,
-                           "agreement": current.agreement, "miou": current.miou})  # fmt: skip
-        say(f"  plan step {len(kept)}: + {s.group.name} in {plan.precision.upper()} -> drop {current.drop:.2f} points")
-    if current.drop > max_drop:
+        plan.steps.append({"kept": [k.group.name for k in kept], **current.to_dict()})
+        say(f"  plan step {len(kept)}: + {s.group.name} in {plan.precision.upper()} -> drop {current.drop:.2f} "
+            f"(up to {current.judged:.2f}) points")
+    if current.judged > max_drop:
         raise FcnDeployError(
             f"--auto: no INT8 plan meets --max-drop {max_drop:g} ({metric}) on {len(plan_images)} held-out "
             f"calibration images: full INT8 drops {full.drop:.2f} points and keeping {len(kept)} of "
-            f"{len(candidates)} groups in {plan.precision.upper()} still {current.drop:.2f}; raise --max-drop, "
+            f"{len(candidates)} groups in {plan.precision.upper()} still {current.drop:.2f} (up to "
+            f"{current.judged:.2f}, {CONFIDENCE:.0%} bound); raise --max-drop, "
             "use --fp16, or quantize without --auto"
         )
     for s in reversed(list(kept)):  # prune: a group the budget does not need goes back to INT8
@@ -157,18 +160,17 @@ def search(
             break
         trial = [k for k in kept if k is not s]
         m = ev.measure(base, _nodes(trial))
-        if m.drop <= max_drop:
+        if m.judged <= max_drop:
             kept, current = trial, m
-            plan.steps.append({"kept": [k.group.name for k in kept], "drop": m.drop, "agreement": m.agreement,
-                               "miou": m.miou, "pruned": s.group.name})  # fmt: skip
-            say(f"  plan prune: {s.group.name} back to INT8 -> drop {m.drop:.2f} points")
+            plan.steps.append({"kept": [k.group.name for k in kept], **m.to_dict(), "pruned": s.group.name})
+            say(f"  plan prune: {s.group.name} back to INT8 -> drop {m.drop:.2f} (up to {m.judged:.2f}) points")
     plan.kept = [k.group.name for k in kept]
     plan.kept_nodes = _nodes(kept)
     plan.final = current
     plan.evaluations = ev.evaluations
     plan.judge = ev
     say(f"  auto plan: {len(kept)} group(s) in {plan.precision.upper()} ({', '.join(plan.kept) or 'none'}), "
-        f"drop {current.drop:.2f} "
+        f"drop {current.drop:.2f} (up to {current.judged:.2f}) "
         f"points on the plan images ({ev.evaluations} lowered models scored)")
     return plan
 
