@@ -37,6 +37,16 @@ def install_key() -> str:
     return h.hexdigest()
 
 
+def pip(python: Path, args: list[str]) -> None:
+    """pip install ARGS; its and the build backend's chatter (index notices, setuptools' editable-install banner)
+    is shown only when the install fails, so a clean run prints our lines alone."""
+    cmd = [str(python), "-m", "pip", "install", "-q", *args]
+    done = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout)
+        sys.exit(f"dev: the install failed (pip's message above); rerun after fixing it: {' '.join(cmd)}")
+
+
 def setup() -> Path:
     if sys.version_info < (3, 10):  # noqa: UP036 (this script may be started by an older python3)
         sys.exit(f"dev: Python >= 3.10 needed, this is {sys.version.split()[0]}; run it with a newer python3")
@@ -44,14 +54,12 @@ def setup() -> Path:
     if not python.is_file():
         say(f"creating the environment {VENV}")
         venv.EnvBuilder(with_pip=True).create(VENV)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-U", "pip"], check=True)
+        pip(python, ["-U", "pip"])
     key = install_key()
     if STAMP.is_file() and STAMP.read_text().strip() == key:
         return python
     say(f"installing fcn-deploy[{EXTRAS}] with constraints/ci.txt into {VENV} (once; a few minutes)")
-    cmd = [str(python), "-m", "pip", "install", "-q", "-c", "constraints/ci.txt", "-e", f".[{EXTRAS}]"]
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-        sys.exit(f"dev: the install failed (see pip's message above); rerun after fixing it: {' '.join(cmd)}")
+    pip(python, ["-c", "constraints/ci.txt", "-e", f".[{EXTRAS}]"])
     STAMP.write_text(key + "\n")
     return python
 
