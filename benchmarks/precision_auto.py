@@ -8,6 +8,7 @@ machine's fingerprint (CPU model, VNNI/AMX flags). Timings are noisy on a shared
 
     python benchmarks/precision_auto.py runs/syn/best.onnx --dataset synthetic --max-drop 0.5
     python benchmarks/precision_auto.py camvid.onnx --dataset camvid --data-root ../shared/data/camvid --max-drop 0.1
+    python benchmarks/precision_auto.py camvid.onnx ... --weight-bits 7 8   # plain ORT INT8 with 7- and 8-bit weights
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--targets", nargs="*", default=["tensorrt", "onnxruntime"])
     ap.add_argument("--no-fp16", action="store_true")
+    ap.add_argument("--weight-bits", type=int, nargs="*", choices=[7, 8], default=None,
+                    help="plain --target onnxruntime INT8 once per value, rows int8-onnxruntime-wN (default: one row, "
+                         "the bits this CPU's flags choose)")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -64,26 +68,30 @@ def main() -> None:
     refused: dict[str, str] = {}
     for target in args.targets:
         for auto in (False, True):
-            name = f"int8-{target}" + ("-auto" if auto else "")
-            t0 = time.perf_counter()
-            cfg = QuantizeConfig(model=args.onnx, precision="int8", target=target, output=out_dir / f"{stem}.{name}.onnx",
-                                 auto=auto, max_drop=args.max_drop, metric=args.metric, plan_images=args.plan_images,
-                                 **common)  # fmt: skip
-            try:
-                r = quantize(cfg)
-            except FcnDeployError as e:  # no plan within the budget: recorded, not fatal to the benchmark
-                refused[name] = str(e)
-                continue
-            plan = r.summary.get("auto_plan")
-            models[name] = {"path": r.output, "seconds_to_lower": time.perf_counter() - t0,
-                            "kept_fp32_nodes": r.summary["kept_fp32_nodes"],
-                            "plan": None if plan is None else {k: plan[k] for k in (
-                                "metric", "max_drop", "plan_images", "full_int8", "final", "kept_groups",
-                                "kept_latency_share", "evaluations")}}  # fmt: skip
-            if plan:
-                models[name]["plan"]["top_sensitivity"] = [
-                    {k: s[k] for k in ("group", "sensitivity", "gain_in_fp32", "latency_share")}
-                    for s in plan["sensitivity"][:5]]  # fmt: skip
+            per_bits = args.weight_bits if target == "onnxruntime" and not auto and args.weight_bits else [None]
+            for bits in per_bits:
+                name = f"int8-{target}" + ("-auto" if auto else "") + (f"-w{bits}" if bits else "")
+                t0 = time.perf_counter()
+                cfg = QuantizeConfig(model=args.onnx, precision="int8", target=target,
+                                     output=out_dir / f"{stem}.{name}.onnx", auto=auto, max_drop=args.max_drop,
+                                     metric=args.metric, plan_images=args.plan_images, weight_bits=bits,
+                                     **common)  # fmt: skip
+                try:
+                    r = quantize(cfg)
+                except FcnDeployError as e:  # no plan within the budget: recorded, not fatal to the benchmark
+                    refused[name] = str(e)
+                    continue
+                plan = r.summary.get("auto_plan")
+                models[name] = {"path": r.output, "seconds_to_lower": time.perf_counter() - t0,
+                                "kept_fp32_nodes": r.summary["kept_fp32_nodes"],
+                                "weight_bits": r.summary.get("weight_bits"),
+                                "plan": None if plan is None else {k: plan[k] for k in (
+                                    "metric", "max_drop", "plan_images", "full_int8", "final", "kept_groups",
+                                    "kept_precision", "kept_latency_share", "evaluations")}}  # fmt: skip
+                if plan:
+                    models[name]["plan"]["top_sensitivity"] = [
+                        {k: s[k] for k in ("group", "sensitivity", "gain_in_fp32", "latency_share")}
+                        for s in plan["sensitivity"][:5]]  # fmt: skip
     if not args.no_fp16:
         t0 = time.perf_counter()
         r = quantize(QuantizeConfig(model=args.onnx, precision="fp16", output=out_dir / f"{stem}.fp16.onnx", **common))
