@@ -99,6 +99,17 @@ def test_resume_with_conflicting_option_is_refused(trained):
     assert_one_line_error(result, "--lr 0.5", "--resume")
 
 
+def test_a_run_out_of_minutes_says_how_to_continue_it(tmp_path):
+    args = ["train", *TINY, "--synthetic-length", "8", "--epochs", "3", "--batch-size", "4", "--max-minutes", "0",
+            "--output", str(tmp_path / "out")]  # fmt: skip
+    r = run_cli(*args)
+    assert r.exit_code == 0, r.output
+    assert "stopping after epoch 1: the 0-minute budget is spent" in r.output
+    assert "--max-minutes reached after epoch 1: the same command with --resume continues it" in r.output
+    again = run_cli(*args, "--resume")  # the hint works as printed
+    assert again.exit_code == 0 and "stopping after epoch 2" in again.output, again.output
+
+
 def test_sigkill_mid_epoch_then_resume(tmp_path):
     out = tmp_path / "run"
     args = [FCN_DEPLOY, "train", *TINY, "--synthetic-length", "48", "--epochs", "4", "--batch-size", "4",

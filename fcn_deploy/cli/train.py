@@ -262,6 +262,9 @@ def command(**opts) -> None:
         dist_timeout=opts["dist_timeout"],
     )
     if is_main_process():
+        if summary["stopped_early"]:
+            click.echo(f"--max-minutes reached after epoch {summary['epochs_done']}: the same command with --resume "
+                       "continues it", err=True)  # fmt: skip
         click.echo(json.dumps(summary))
 
 

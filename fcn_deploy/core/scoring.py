@@ -109,4 +109,5 @@ def _with_progress(order: list[int], progress: str | None) -> Iterable[int]:
         from tqdm import tqdm  # the train extra; a deploy box scores without a bar
     except ImportError:
         return order
-    return tqdm(order, desc=progress, leave=False, file=sys.stderr)
+    # a bar redrawn into a log file (stderr not a terminal) is only noise there
+    return tqdm(order, desc=progress, leave=False, file=sys.stderr, disable=not sys.stderr.isatty())

@@ -277,7 +277,7 @@ def _train(
         if dist.broadcast(out_of_time, f"the end of epoch {epoch}") and epoch < cfg.epochs:
             stopped_early = True
             echo(
-                f"stopping after epoch {epoch}: --max-minutes {max_minutes:g} reached; continue with --resume"
+                f"stopping after epoch {epoch}: the {max_minutes:g}-minute budget is spent"
             )
             break
 
