@@ -70,6 +70,24 @@ def test_kept_groups_are_marked_in_the_picture(tmp_path):
     assert marked > unmarked + 200  # bars, labels and the row bands in the kept colour
 
 
+def test_each_steps_bound_is_read_and_drawn_above_its_drop(tmp_path):
+    plan = hand_plan(12)
+    for step, bound in zip(plan["steps"], [4.6, 1.5, 0.28, 0.29], strict=True):
+        step["bound"] = bound
+    plan["final"]["bound"] = 0.29
+    rows = plan_rows(plan)
+    assert rows.bounds == [4.6, 1.5, 0.28, 0.29] and rows.confidence == 0.9
+    with_bounds = grey_pixels(draw_plan(plan, tmp_path / "b.png"))
+    without = grey_pixels(draw_plan(hand_plan(12), tmp_path / "n.png"))
+    assert with_bounds > without + 50  # the bars from each drop up to its bound
+
+
+def grey_pixels(path) -> int:
+    with Image.open(path) as im:
+        rgb = np.asarray(im.convert("RGB")).astype(int)
+    return int((np.abs(rgb - 115).sum(-1) <= 6).sum())  # matplotlib's "0.45" grey
+
+
 def test_no_plan_or_no_matplotlib_draws_nothing(tmp_path, monkeypatch, caplog):
     assert draw_plan(None, tmp_path / "a.png") is None
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:

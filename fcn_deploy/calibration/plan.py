@@ -70,7 +70,8 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         ranked = sorted(self.sensitivities, key=lambda s: -s.score)
         return {
-            "metric": self.metric, "max_drop": self.max_drop, "plan_images": self.images, "plan_source": self.source,
+            "metric": self.metric, "max_drop": self.max_drop, "bound_confidence": CONFIDENCE,
+            "plan_images": self.images, "plan_source": self.source,
             "miou_fp32": self.miou_fp32, "full_int8": self.full_int8.to_dict(),
             "final": self.final.to_dict() if self.final else None,
             "kept_groups": list(self.kept), "kept_nodes": list(self.kept_nodes), "kept_precision": self.precision,

@@ -13,7 +13,7 @@ import io
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class PlanRows:
     latency_pct: list[float]
     steps: list[tuple[str, float]]  # (what the step did, drop after it)
     precision: str = "FP32"  # of the kept groups
+    confidence: float = 0.9  # of the bounds
+    bounds: list[float | None] = field(default_factory=list)  # each step's upper bound (judged against the budget)
 
     def size_px(self) -> tuple[int, int]:
         """(width, height) of the PNG: a fixed width, one row height per group."""
@@ -56,6 +58,7 @@ def plan_rows(plan: dict[str, Any]) -> PlanRows:
     sens: Sequence[dict[str, Any]] = plan.get("sensitivity") or []
     kept = set(plan.get("kept_groups") or [])
     steps: list[tuple[str, float]] = []
+    bounds: list[float | None] = []
     before: list[str] = []
     for s in plan.get("steps") or []:
         now = list(s.get("kept") or [])
@@ -67,6 +70,7 @@ def plan_rows(plan: dict[str, Any]) -> PlanRows:
             added = [g for g in now if g not in before]
             what = "+ " + (", ".join(added) or "?")
         steps.append((what, float(s["drop"])))
+        bounds.append(None if s.get("bound") is None else float(s["bound"]))
         before = now
     return PlanRows(
         names=short_names([s["group"] for s in sens], [s.get("op_type", "") for s in sens]),
@@ -76,6 +80,8 @@ def plan_rows(plan: dict[str, Any]) -> PlanRows:
         latency_pct=[100.0 * float(s.get("latency_share", 0.0)) for s in sens],
         steps=steps,
         precision=str(plan.get("kept_precision") or "fp32").upper(),
+        confidence=float(plan.get("bound_confidence", 0.9)),
+        bounds=bounds,
     )
 
 
@@ -99,6 +105,8 @@ def title_of(plan: dict[str, Any]) -> str:
     kept = plan.get("kept_groups") or []
     precision = str(plan.get("kept_precision") or "fp32").upper()
     after = f" -> {final:.2f}" if final is not None else ""
+    bound = (plan.get("final") or {}).get("bound")
+    after += f" (up to {bound:.2f})" if bound is not None else ""
     return (f"INT8 auto plan ({plan['metric']}): drop {full:.2f}{after} points, budget {plan['max_drop']:g}, "
             f"on {plan.get('plan_images', '?')} held-out calibration images\n"
             f"{len(kept)} group(s) kept in {precision} ({', '.join(kept) or 'none'}), "
@@ -188,6 +196,11 @@ def _steps(ax: Any, rows: PlanRows, budget: float) -> None:
     xs = list(range(len(rows.steps)))
     drops = [d for _, d in rows.steps]
     ax.plot(xs, drops, "-o", color="black", ms=4, lw=1, label="measured drop")
+    up = [(x, d, b) for x, d, b in zip(xs, drops, rows.bounds, strict=False) if b is not None and b > d]
+    if up:  # what the budget is judged on: the drop's bootstrap upper bound
+        ax.vlines([x for x, _, _ in up], [d for _, d, _ in up], [b for _, _, b in up], color="0.45", lw=2,
+                  label=f"{rows.confidence:.0%} upper bound (judged)")  # fmt: skip
+        ax.plot([x for x, _, _ in up], [b for _, _, b in up], "_", color="0.45", ms=10, mew=2)
     if xs:
         ax.plot(xs[-1], drops[-1], "*", color=KEPT, ms=14, mec="black", zorder=3, label="the plan")
     for x, d in zip(xs, drops, strict=True):  # the values: a big first drop flattens the rest of the line
@@ -199,6 +212,7 @@ def _steps(ax: Any, rows: PlanRows, budget: float) -> None:
     ax.set_xlabel(f"step (+ kept in {rows.precision}, - back to INT8)", fontsize=8)
     ax.set_ylabel("drop on the plan images (points)")
     ax.set_title("search steps", fontsize=9)
-    ax.set_ylim(bottom=min(0.0, *drops, budget) - 0.05 * max(1e-3, max([*drops, budget])))
+    tops = [*drops, *(b for b in rows.bounds if b is not None), budget]
+    ax.set_ylim(bottom=min(0.0, *drops, budget) - 0.05 * max(1e-3, max(tops)))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
