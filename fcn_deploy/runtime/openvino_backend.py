@@ -12,8 +12,10 @@ sha256 and the compile options, so a second process loads the compiled blob inst
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from fcn_deploy.core.environment import cpu_flags
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 from fcn_deploy.core.onnx_io import load_onnx
 from fcn_deploy.core.outputs import normalize_outputs
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 CACHE_ROOT = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fcn-deploy" / "openvino"
@@ -54,6 +58,14 @@ def check_precision(precision: str, cpuinfo: list[str] | None = None) -> None:
         reason = bf16_refusal(cpuinfo)
         if reason:
             raise FcnDeployError(f"--precision bf16: {reason}; use --precision fp32 (or an INT8 Q/DQ model)")
+        if not (cpu_flags(cpuinfo) or {}).get("amx_bf16"):
+            _warn_bf16_without_amx()
+
+
+@functools.cache  # once per process: report and profile open many backends
+def _warn_bf16_without_amx() -> None:
+    log.warning("warning: --precision bf16 on AVX512-BF16 without AMX runs slower than FP32 (measured 1.23x ONNX "
+                "Runtime FP32 on the CamVid model, benchmarks/cpu_runtimes.py); an INT8 model is faster on this CPU")
 
 
 def compile_options(precision: str, threads: int | None) -> dict[str, str]:
