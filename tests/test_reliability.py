@@ -32,12 +32,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_artifacts import grey_video, tiny_fcn8s
 
 from fcn_deploy.cli import main
-from fcn_deploy.core.card import ModelCard
-from fcn_deploy.core.model_config import ModelConfig
-from fcn_deploy.training.checkpoint import save_checkpoint
-from fcn_deploy.training.fcn import build_model
 
 cv2 = pytest.importorskip("cv2")
 onnx = pytest.importorskip("onnx")
@@ -56,22 +53,12 @@ def _png(path: Path, seed: int) -> None:
 def base(tmp_path_factory) -> Path:
     """Good artifacts (m.onnx, ck.pt, a.png, imgs/, v.mp4) and bad ones, built once; cases copy what they use."""
     b = tmp_path_factory.mktemp("rel")
-    torch.manual_seed(0)
-    model = build_model(ModelConfig("fcn8s", 3, 0.0625, "same"))
-    card = ModelCard.default("fcn8s", 3, width=0.0625, padding="same", training_resolution=(HW, HW))
-    save_checkpoint(b / "ck.pt", model, card, epoch=1)
-    r = CliRunner().invoke(main, ["export", "--checkpoint", str(b / "ck.pt"), "-o", str(b / "m.onnx"),
-                                  "--no-simplify", "--check-sizes", f"{HW}x{HW}", "--input-size", f"{HW}x{HW}",
-                                  "--min-shape", "16x16", "--max-shape", "512x512"])  # fmt: skip
-    assert r.exit_code == 0, r.output
+    model = tiny_fcn8s(b, HW, "--min-shape", "16x16", "--max-shape", "512x512")
     _png(b / "a.png", 0)
     (b / "imgs").mkdir()
     for i in range(2):
         _png(b / "imgs" / f"i{i}.png", i + 1)
-    w = cv2.VideoWriter(str(b / "v.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (HW, HW))
-    for i in range(6):
-        w.write(np.full((HW, HW, 3), 40 * i, np.uint8))
-    w.release()
+    grey_video(b / "v.mp4", HW, frames=6, step=40)
 
     good_onnx, good_ck = (b / "m.onnx").read_bytes(), (b / "ck.pt").read_bytes()
     bad = b / "bad"

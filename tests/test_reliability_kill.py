@@ -1,8 +1,9 @@
 """Reliability suite (issue 14), kills and signals: what a killed or interrupted command leaves behind.
 
-* SIGKILL `train` (between its log line and its checkpoint), `report` and `quantize` (its scratch folder in the
-  system temp dir) the moment their temp file or folder appears: the destination is absent or complete, and the
-  next run sweeps what the dead run left (train --resume also keeps every epoch's log line).
+* SIGKILL `train` (between its log line and its checkpoint) and `report` the moment their temp file appears, and
+  `quantize` / `build-engine` (their `fcn-WHAT.PID.*` scratch folder in the system temp dir) inside the slow fsync
+  of a file written within the scratch block: the destination is absent or complete, and the next run sweeps what
+  the dead run left (train --resume also keeps every epoch's log line).
 * SIGINT / SIGTERM while a temp file exists: removed by the interrupted run itself, one `Error:` line, exit
   128 + the signal (130, 143); a second Ctrl-C while `infer --output v.mp4` finalises the video exits 130 too.
 
@@ -24,14 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
+from tiny_artifacts import grey_video, tiny_fcn8s
+from trt_double import DOUBLES, use_double
 
 from fcn_deploy.cli import main
-from fcn_deploy.core.card import ModelCard
-from fcn_deploy.core.model_config import ModelConfig
-from fcn_deploy.training.checkpoint import load_checkpoint, save_checkpoint
-from fcn_deploy.training.fcn import build_model
+from fcn_deploy.training.checkpoint import load_checkpoint
 
 cv2 = pytest.importorskip("cv2")
 pytestmark = pytest.mark.slow
@@ -69,29 +68,22 @@ sys.exit(main())
 def art(tmp_path_factory) -> Path:
     """m.onnx, imgs/ (3 images) and a 60-frame v.mp4, built once."""
     b = tmp_path_factory.mktemp("kill")
-    torch.manual_seed(0)
-    model = build_model(ModelConfig("fcn8s", 3, 0.0625, "same"))
-    card = ModelCard.default("fcn8s", 3, width=0.0625, padding="same", training_resolution=(HW, HW))
-    save_checkpoint(b / "ck.pt", model, card, epoch=1)
-    r = CliRunner().invoke(main, ["export", "--checkpoint", str(b / "ck.pt"), "-o", str(b / "m.onnx"),
-                                  "--no-simplify", "--check-sizes", f"{HW}x{HW}", "--input-size", f"{HW}x{HW}"])  # fmt: skip
-    assert r.exit_code == 0, r.output
+    tiny_fcn8s(b, HW)
     rng = np.random.default_rng(0)
     (b / "imgs").mkdir()
     for i in range(3):
         cv2.imwrite(str(b / "imgs" / f"i{i}.png"), (rng.random((HW, HW, 3)) * 255).astype(np.uint8))
-    w = cv2.VideoWriter(str(b / "v.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (HW, HW))
-    for i in range(60):
-        w.write(np.full((HW, HW, 3), 4 * i, np.uint8))
-    w.release()
+    grey_video(b / "v.mp4", HW, frames=60, step=4)
     return b
 
 
-def _start(args: list[str], tmpdir: Path, slow: str, fsync_s: float = 1.0, mark: Path | None = None
-           ) -> subprocess.Popen:  # fmt: skip
-    """The CLI in a child process whose fsyncs of `.SLOW.` temp files take `fsync_s`."""
+def _start(args: list[str], tmpdir: Path, slow: str, fsync_s: float = 1.0, mark: Path | None = None,
+           path: tuple[Path, ...] = ()) -> subprocess.Popen:  # fmt: skip
+    """The CLI in a child process whose fsyncs of `.SLOW.` temp files take `fsync_s` (`path`: put first on
+    PYTHONPATH, e.g. the TensorRT doubles)."""
+    pythonpath = os.pathsep.join([*map(str, path), str(REPO), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, OMP_NUM_THREADS="1", FSYNC_S=str(fsync_s), FSYNC_MATCH=f".{slow}.", TMPDIR=str(tmpdir),
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))  # fmt: skip
+               PYTHONPATH=pythonpath)  # fmt: skip
     env.pop("MARK", None)
     if mark is not None:
         env["MARK"] = str(mark)
@@ -181,30 +173,67 @@ def test_sigkill_report_at_its_markdown_temp(art, tmp_path) -> None:
     assert not list(out.rglob(".*.tmp*")), "the next report did not sweep the dead run's temp"
 
 
-def _scratch(root: Path) -> list[Path]:
-    return [p for p in root.glob("fcn-quantize.*") if p.is_dir()]
+def _scratch(root: Path, what: str = "quantize") -> list[Path]:
+    return [p for p in root.glob(f"fcn-{what}.*") if p.is_dir()]
+
+
+# ONNX Runtime's telemetry writes a session file `.ses` into $TMPDIR when it loads (also on a normal run, and
+# kept there): ORT's, not ours, so it is not counted as left behind.
+ORT_SESSION_FILE = ".ses"
+
+
+def _left(tmpdir: Path) -> list[Path]:
+    return sorted(p for p in tmpdir.iterdir() if p.name != ORT_SESSION_FILE)
 
 
 QUANTIZE = ["quantize", "--int8", "--num-images", "2", "--eval-images", "1", "--method", "minmax"]
 
 
-@pytest.mark.xfail(reason="timing-sensitive under load: failed once in a combined run, passes alone; open in issue 14", strict=False)
 def test_sigkill_quantize_scratch_folder_is_swept_by_the_next_run(art, tmp_path, monkeypatch) -> None:
     """The scratch folder in the system temp dir names its PID; the next quantize removes a dead run's, and its
-    own on a normal exit."""
+    own on a normal exit. The kill lands at one known point: the child is inside the (slow) fsync of the cache's
+    temp file, i.e. inside the scratch block, after ORT's pre-processing removed its own `pre.quant.*` folder
+    (killing at the moment the scratch folder appeared landed wherever the child had got to by the time this
+    process looked: under load that could be inside ORT's pre-processing, whose folder then stayed)."""
     tmpdir = tmp_path / "tmp"
     argv = [*QUANTIZE, str(art / "m.onnx"), "--calib-data", str(art / "imgs"), "--cache", str(tmp_path / "c.json"),
             "-o", str(tmp_path / "q.onnx")]  # fmt: skip
-    proc = _start(argv, tmpdir, "c.json")  # the cache is written while the scratch folder exists
-    (left,) = _wait_for(proc, lambda: _scratch(tmpdir), "the quantize scratch folder")
+    proc = _start(argv, tmpdir, "c.json", fsync_s=60.0)  # the cache is written while the scratch folder exists
+    _wait_for(proc, lambda: _temps(tmp_path, "c.json"), "the cache's temp file")
+    (left,) = _scratch(tmpdir)
     _kill(proc)
+    assert left.is_dir() and any(left.iterdir()), "the killed run's scratch folder (with its files) should be there"
     monkeypatch.setattr("tempfile.tempdir", str(tmpdir))
     r = CliRunner().invoke(main, argv)
-    after = list(tmpdir.iterdir())
+    after = _left(tmpdir)
     tally("kill-quantize-scratch", r.exit_code, False, after, r.exit_code == 0 and not after)
     assert f".{proc.pid}." in left.name, left.name
     assert r.exit_code == 0, r.output[-2000:]
-    assert not list(tmpdir.iterdir()), f"left in the temp dir: {sorted(p.name for p in tmpdir.iterdir())}"
+    assert not after, f"left in the temp dir: {[p.name for p in after]}"
+
+
+def test_sigkill_build_engine_scratch_folder_is_swept_by_the_next_run(art, tmp_path, monkeypatch) -> None:
+    """build-engine (on the TensorRT contract double) keeps the --fp16 lowered ONNX in `fcn-engine.PID.*` in the
+    system temp dir; killed while writing the plan, that folder stays, and the next build-engine removes it and
+    leaves nothing there itself."""
+    tmpdir, engine = tmp_path / "tmp", tmp_path / "m.engine"
+    argv = ["build-engine", str(art / "m.onnx"), "--fp16", "--calib-data", str(art / "imgs"), "--num-images", "3",
+            "--output", str(engine)]  # fmt: skip
+    proc = _start(argv, tmpdir, engine.name, fsync_s=60.0, path=(DOUBLES,))  # the plan is written inside the block
+    _wait_for(proc, lambda: _temps(tmp_path, engine.name), "the plan's temp file")
+    scratch = _scratch(tmpdir, "engine")
+    _kill(proc)
+    assert [p.name.startswith(f"fcn-engine.{proc.pid}.") for p in scratch] == [True], sorted(tmpdir.iterdir())
+    assert any(scratch[0].glob("*.onnx")), "the lowered ONNX lives in the scratch folder"
+    assert not engine.exists()
+    use_double(monkeypatch)
+    monkeypatch.setattr("tempfile.tempdir", str(tmpdir))
+    r = CliRunner().invoke(main, argv)
+    after = _left(tmpdir)
+    tally("kill-build-engine-scratch", r.exit_code, False, after, r.exit_code == 0 and not after)
+    assert r.exit_code == 0, r.output[-2000:]
+    assert engine.is_file() and not _temps(tmp_path, engine.name)
+    assert not after, f"left in the temp dir: {[p.name for p in after]}"
 
 
 # ---------------------------------------------------------------------------------------------- SIGINT/SIGTERM

@@ -184,6 +184,38 @@ def test_server_killed_mid_run_fails_each_request_clearly(served, tmp_path) -> N
     assert server.process.returncode is not None
 
 
+def test_work_dir_is_a_scratch_folder_of_this_process_removed_by_stop(served, tmp_path, monkeypatch) -> None:
+    """The private copy of the backends is `fcn-triton.PID.*` in the system temp dir: starting a server sweeps
+    a dead run's, stop() removes this one, and so does a start that fails before the server runs."""
+    import subprocess
+    import sys
+
+    binary = find_server()
+    if binary.backend_dir is None:
+        pytest.skip("a tritonserver on PATH uses its own backends: no work dir")
+    _, _, _, tmp = served
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (scratch / f"fcn-triton.{dead.pid}.killed" / "backends").mkdir(parents=True)
+    server = TritonServer(tmp / "repo")
+    with server:
+        (workdir,) = scratch.iterdir()  # the dead run's is gone
+        assert workdir.name.startswith(f"fcn-triton.{os.getpid()}."), workdir.name
+        assert f"--backend-directory={workdir / 'backends'}" in server.process.args
+        if binary.stub is not None:
+            assert (workdir / "backends" / "python" / "triton_python_backend_stub").is_file()
+    assert not list(scratch.iterdir()), "stop() left the work dir"
+    (tmp_path / "log").mkdir()
+    failed = TritonServer(tmp / "repo", log_file=tmp_path / "log")
+    with pytest.raises(IsADirectoryError):  # the log is a folder: fails after the work dir is made
+        failed.start()
+    assert failed.process is None
+    assert not list(scratch.iterdir()), "a failed start left the work dir (while the server object lives)"
+
+
 def test_bad_urls_are_one_line_errors() -> None:
     from fcn_deploy.chain.backends import open_backend
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from fcn_deploy.chain.artifact import Artifact, Parent, Progress, plain, resolve, to_stderr
 from fcn_deploy.chain.lowered import LoweredOnnx
-from fcn_deploy.core.atomic import sha256_file
+from fcn_deploy.core.atomic import scratch_dir, sha256_file
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 from fcn_deploy.core.onnx_io import load_onnx
@@ -142,7 +141,7 @@ class EngineFromOnnx:
         kept = isinstance(self.onnx, LoweredOnnx) and self.onnx.output is not None
         if missing is not None and not kept:  # nothing worth making first: stop before minutes of calibration
             raise MissingDependencyError(f"{missing.detail}; no engine written")
-        with tempfile.TemporaryDirectory(prefix="fcn-deploy-engine-") as tmp:
+        with scratch_dir("engine") as tmp:  # fcn-engine.PID.*: a killed run's is swept by the next
             lowering = self.transient
             source = resolve(lowering.parent if lowering else self.onnx, Path(tmp))
             if missing is None and self.reuse and self.output.is_file() and self.mismatch(source) is None:

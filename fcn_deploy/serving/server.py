@@ -15,13 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fcn_deploy.core.atomic import scratch_dir
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 
 SERVER_MISSING = (
@@ -98,7 +98,7 @@ class TritonServer:
         self.extra_args = list(extra_args or [])
         self.exit_timeout = exit_timeout
         self.process: subprocess.Popen | None = None
-        self._workdir: tempfile.TemporaryDirectory | None = None
+        self._workdir = contextlib.ExitStack()  # fcn-triton.PID.*: a killed run's is swept by the next
         self._log = None
 
     @property
@@ -131,14 +131,23 @@ class TritonServer:
 
     def start(self, timeout: float = 120.0) -> TritonServer:
         binary = find_server()
+        try:  # whatever fails from here on (a copy, the log, Popen, readiness): stop() removes the work dir too
+            self._launch(binary)
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self, binary: ServerBinary) -> None:
         env = os.environ.copy()
         backend_dir = None
         if binary.backend_dir is not None:
             # The stub must sit inside the python backend folder: copy the backends to a private folder.
-            self._workdir = tempfile.TemporaryDirectory(prefix="fcn-deploy-triton-")
-            backend_dir = Path(self._workdir.name) / "backends"
+            workdir = self._workdir.enter_context(scratch_dir("triton"))
+            backend_dir = workdir / "backends"
             shutil.copytree(binary.backend_dir, backend_dir, ignore=shutil.ignore_patterns("__pycache__"))
-            (Path(self._workdir.name) / "caches").mkdir()
+            (workdir / "caches").mkdir()
             if binary.stub is not None:
                 shutil.copy2(binary.stub, backend_dir / "python" / "triton_python_backend_stub")
         if binary.lib_dirs:
@@ -154,12 +163,6 @@ class TritonServer:
         self.process = subprocess.Popen(
             self.command(binary, backend_dir), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-        try:
-            self.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -201,9 +204,7 @@ class TritonServer:
         if self._log is not None:
             self._log.close()
             self._log = None
-        if self._workdir is not None:
-            self._workdir.cleanup()
-            self._workdir = None
+        self._workdir.close()
         return rc
 
     def kill(self) -> None:
