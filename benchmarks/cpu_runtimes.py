@@ -1,8 +1,10 @@
 """CPU runtimes side by side: PyTorch eager, bare ONNX Runtime, bare OpenVINO and our backends, FP32 / BF16 / INT8.
 
 Prints one JSON object: the CPU (model, VNNI/AMX/BF16 flags, load average before and after), library versions
-and, per model, the median latency of every row, all rows interleaved (A B C ... A B C ...) so that the load of
-the shared machine hits them alike; ratios are only meaningful inside one run. Models (untrained weights: speed
+and, per model, the median latency of every row, all rows interleaved (A B C ... B C A ...: the order rotates, and a
+50 ms pause precedes each call, as in backend_overhead.py: ORT's default idle workers keep spinning after a run
+and slowed whichever row came next, which made our backend look 33-41% slower than a bare session on the AVX2
+EPYC) so that the load of the shared machine hits them alike; ratios are only meaningful inside one run. Models (untrained weights: speed
 does not depend on them; score layers are random, so the agreement column against ORT FP32 on one random input
 checks the precision paths, not CamVid accuracy):
 
@@ -37,6 +39,7 @@ import numpy as np
 import onnxruntime as ort
 import openvino as ov
 import torch
+from backend_overhead import interleave  # rotating row order, a settle pause before each call
 from PIL import Image
 
 from fcn_deploy.calibration.api import QuantizeConfig, quantize
@@ -139,12 +142,7 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dic
     labels = {k: np.asarray(fn(x)).reshape(reference.shape) for k, fn in rows.items()}  # warm-up + agreement
     for fn in rows.values():
         fn(x)
-    times: dict[str, list[float]] = {k: [] for k in rows}
-    for _ in range(runs):
-        for k, fn in rows.items():
-            t0 = time.perf_counter()
-            fn(x)
-            times[k].append((time.perf_counter() - t0) * 1e3)
+    times = interleave(rows, x, runs)
     medians = {k: statistics.median(v) for k, v in times.items()}
     base = medians["ort_ours/fp32"]
     table = {
