@@ -320,7 +320,9 @@ def test_auto_on_the_cpu_follows_the_measured_rule(tmp_path):
     assert choose_cpu_backend(fp32, None, amx, openvino=True)[0] == "onnxruntime"
     assert choose_cpu_backend(fp32, "bf16", amx, openvino=True)[0] == "openvino"
     assert choose_cpu_backend(trt, None, amx, openvino=True)[0] == "openvino"
-    assert choose_cpu_backend(trt, None, avx2, openvino=True)[0] == "onnxruntime"  # no VNNI/AMX
+    # no VNNI/AMX: still OpenVINO (measured 0.48x vs ONNX Runtime's 1.13x of FP32 on the AVX2 EPYC)
+    assert choose_cpu_backend(trt, None, avx2, openvino=True) == (
+        "openvino", "INT8 (tensorrt) graph on an AVX2 CPU (ONNX Runtime runs it slower than FP32): OpenVINO is faster")
     assert choose_cpu_backend(trt, None, amx, openvino=False) == ("onnxruntime", "OpenVINO is not installed")
     assert choose_cpu_backend(ortq, None, amx, openvino=True)[0] == "onnxruntime"
 
@@ -333,10 +335,7 @@ def test_auto_says_which_runtime_it_picked(tmp_path, caplog):
     with caplog.at_level(logging.DEBUG, logger="fcn_deploy.backends"):
         net = open_backend(trt, "auto", "cpu")
     assert f"--backend auto: {net.name} for q.trt.onnx" in caplog.text
-    from fcn_deploy.core.environment import cpu_flags
-
-    vnni = any((cpu_flags() or {}).get(f) for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-    assert net.name == ("openvino" if vnni else "onnxruntime")
+    assert net.name == "openvino"  # a TensorRT-flavour INT8 graph, on any CPU (the measured rule)
     assert open_backend(trt, "onnxruntime").name == "onnxruntime"  # a named backend is never overridden
 
 def test_outputs_equal_a_bare_compiled_model_and_outlive_the_next_run(tmp_path, cache):
