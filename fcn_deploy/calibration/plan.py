@@ -5,7 +5,8 @@
 2. Measure every other group's sensitivity (calibration.sensitivity: alone-quantized and all-but views) and the
    share of FP32 CPU time its nodes take (ONNX Runtime's profiler).
 3. Greedy: keep groups out of INT8 in order of sensitivity per unit of latency, sensitivity / (0.05 + time share), so
-   of two groups that help alike the cheaper one goes first, re-measuring the whole model after each, until its
+   of two groups that help alike the cheaper one goes first (if that order cannot meet the budget, again in order of
+   sensitivity alone), re-measuring the whole model after each, until its
    drop is within the budget (its bootstrap upper bound: Measurement.bound). Then drop again every kept group the
    budget does not need (latest first).
 4. No plan within budget (at least one Conv must stay INT8) -> a one-line FcnDeployError.
@@ -135,19 +136,20 @@ def search(
     plan.steps.append({"kept": [], **full.to_dict()})
 
     convs = {g.name for g in candidates if g.op_type in ("Conv", "ConvTranspose")}
-    order = sorted((s for s in sens if s.score > NOISE), key=lambda s: -priority(s))
-    current = full
-    kept: list[Sensitivity] = []
-    for s in order:
+    ranked = [s for s in sens if s.score > NOISE]
+    cost_aware = sorted(ranked, key=lambda s: -priority(s))
+    by_sensitivity = sorted(ranked, key=lambda s: -s.score)
+    current, kept = full, []
+    # Cheap groups first; should that order end over budget (a cheap, weak group took the place of the one Conv
+    # that must stay INT8), sensitivity alone decides: preferring cheap layers is a preference, never a reason to
+    # fail.
+    for order in (cost_aware, by_sensitivity) if cost_aware != by_sensitivity else (cost_aware,):
+        if order is by_sensitivity:
+            say("  plan: over budget with cheap groups first; again from full INT8, most sensitive first")
+            plan.steps.append({"kept": [], **full.to_dict(), "restart": "by sensitivity"})
+        current, kept = _greedy(ev, order, base, full, max_drop, convs, plan, say)
         if current.judged <= max_drop:
             break
-        if s.group.op_type in ("Conv", "ConvTranspose") and convs <= {k.group.name for k in kept} | {s.group.name}:
-            continue  # at least one Conv/ConvTranspose must stay INT8, else this is no INT8 model
-        kept.append(s)
-        current = ev.measure(base, _nodes(kept))
-        plan.steps.append({"kept": [k.group.name for k in kept], **current.to_dict()})
-        say(f"  plan step {len(kept)}: + {s.group.name} in {plan.precision.upper()} -> drop {current.drop:.2f} "
-            f"(up to {current.judged:.2f}) points")
     if current.judged > max_drop:
         raise FcnDeployError(
             f"--auto: no INT8 plan meets --max-drop {max_drop:g} ({metric}) on {len(plan_images)} held-out "
@@ -174,6 +176,24 @@ def search(
         f"drop {current.drop:.2f} (up to {current.judged:.2f}) "
         f"points on the plan images ({ev.evaluations} lowered models scored)")
     return plan
+
+
+def _greedy(ev: Evaluator, order: Sequence[Sensitivity], base: list[str], full: Measurement, max_drop: float,
+            convs: set[str], plan: Plan, say: Callable[[str], None]) -> tuple[Measurement, list[Sensitivity]]:  # fmt: skip
+    """Keep groups out of INT8 in `order`, re-measuring after each, until the judged drop is within budget."""
+    current = full
+    kept: list[Sensitivity] = []
+    for s in order:
+        if current.judged <= max_drop:
+            break
+        if s.group.op_type in ("Conv", "ConvTranspose") and convs <= {k.group.name for k in kept} | {s.group.name}:
+            continue  # at least one Conv/ConvTranspose must stay INT8, else this is no INT8 model
+        kept.append(s)
+        current = ev.measure(base, _nodes(kept))
+        plan.steps.append({"kept": [k.group.name for k in kept], **current.to_dict()})
+        say(f"  plan step {len(kept)}: + {s.group.name} in {plan.precision.upper()} -> drop {current.drop:.2f} "
+            f"(up to {current.judged:.2f}) points")
+    return current, kept
 
 
 def lower_plan(prepared: Any, tensor_ranges: dict, target: str, exclude: list[str], higher: list[str],

@@ -64,6 +64,8 @@ def plan_rows(plan: dict[str, Any]) -> PlanRows:
         now = list(s.get("kept") or [])
         if "pruned" in s:
             what = f"- {s['pruned']}"
+        elif "restart" in s:
+            what = f"full INT8 again ({s['restart']})"
         elif not now:
             what = "full INT8"
         else:
