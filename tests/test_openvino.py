@@ -26,17 +26,21 @@ from fcn_deploy.runtime.ort_backend import OrtBackend  # noqa: E402
 FLAGS_AMX = "flags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile"
 FLAGS_AVX2 = "flags\t\t: fpu sse sse2 avx avx2 fma"  # an AVX2-only AMD EPYC / older Xeon
 
+
 def _batch(shape=(1, 3, 24, 40), seed=0):
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
 
 @pytest.fixture
 def cache(tmp_path):
     return tmp_path / "ov-cache"
 
+
 @pytest.fixture(autouse=True)
 def _no_home_cache(tmp_path, monkeypatch):
     """Backends opened through the factory and the CLIs compile into the test's folder, not ~/.cache."""
     monkeypatch.setattr("fcn_deploy.runtime.openvino_backend.CACHE_ROOT", tmp_path / "home-cache")
+
 
 def test_fp32_equals_onnx_runtime(tmp_path, cache):
     path = make_channel_model(tmp_path / "m.onnx", ("labels", "logits"), heavy_layers=3)
@@ -55,6 +59,7 @@ def test_fp32_equals_onnx_runtime(tmp_path, cache):
     assert d["backend"] == "openvino" and d["precision"] == "fp32"
     assert d["options"]["INFERENCE_PRECISION_HINT"] == "f32"
 
+
 def test_probs_head_and_in_memory_model_with_a_given_card(tmp_path, cache):
     bare = make_channel_model(tmp_path / "bare.onnx", ("labels", "probs"), card=False)
     with pytest.raises(FcnDeployError, match="model card"):
@@ -63,6 +68,7 @@ def test_probs_head_and_in_memory_model_with_a_given_card(tmp_path, cache):
     out = vino.run(_batch())
     np.testing.assert_allclose(out["probs"].sum(axis=1), 1.0, rtol=1e-5)
     assert vino.describe()["model"] == "in memory"
+
 
 def test_static_graph_declares_its_size(tmp_path, cache):
     path = make_channel_model(tmp_path / "m.onnx", ("labels",))
@@ -74,6 +80,7 @@ def test_static_graph_declares_its_size(tmp_path, cache):
     assert vino.input_sizes.fixed == (20, 30)
     assert vino.run(_batch((1, 3, 20, 30)))["labels"].shape == (1, 20, 30)
 
+
 def test_bf16_refusal_reads_the_cpu_flags():
     assert bf16_refusal([FLAGS_AMX]) is None
     assert bf16_refusal(["flags\t\t: avx2 avx512_bf16"]) is None
@@ -84,9 +91,13 @@ def test_bf16_refusal_reads_the_cpu_flags():
         check_precision("bf16", [FLAGS_AVX2])
     check_precision("bf16", [FLAGS_AMX])
     check_precision("fp32", [FLAGS_AVX2])
+    with pytest.raises(FcnDeployError, match="takes fp32, bf16"):
+        check_precision("fp16", [FLAGS_AMX])
+
 
 def test_bf16_without_amx_runs_but_warns_once_that_fp32_is_faster(caplog):
     from fcn_deploy.runtime import openvino_backend
+
     openvino_backend._warn_bf16_without_amx.cache_clear()
     with caplog.at_level(logging.WARNING, logger="fcn_deploy.runtime.openvino_backend"):
         check_precision("bf16", [FLAGS_AMX])
@@ -95,8 +106,7 @@ def test_bf16_without_amx_runs_but_warns_once_that_fp32_is_faster(caplog):
             check_precision("bf16", ["flags\t\t: avx2 avx512_bf16"])
     (line,) = [r.getMessage() for r in caplog.records]
     assert "without AMX" in line and "slower than FP32" in line
-    with pytest.raises(FcnDeployError, match="takes fp32, bf16"):
-        check_precision("fp16", [FLAGS_AMX])
+
 
 def test_bf16_on_this_cpu(tmp_path, cache):
     """Runs on the matrix units where this CPU has them, refused in one line where it does not."""
@@ -113,6 +123,7 @@ def test_bf16_on_this_cpu(tmp_path, cache):
     assert not np.array_equal(out["logits"], ref["logits"])  # it really computed in BF16
     np.testing.assert_allclose(out["logits"], ref["logits"], atol=0.05)
     assert (out["labels"] == ref["labels"]).mean() > 0.95
+
 
 def _qdq_model(path, seed=0, weight_bits=8):
     """image -> Q/DQ (int8, per tensor) -> Conv with per-channel int8 Q/DQ weights -> ReLU -> Q/DQ -> 1x1 Conv
@@ -131,11 +142,13 @@ def _qdq_model(path, seed=0, weight_bits=8):
         nodes.append(
             helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [name], axis=0)
         )
+
     def act(src, dst, scale):
         inits.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{dst}_s"),
                       numpy_helper.from_array(np.array(0, np.int8), f"{dst}_z")])  # fmt: skip
         nodes.append(helper.make_node("QuantizeLinear", [src, f"{dst}_s", f"{dst}_z"], [f"{dst}_q"]))
         nodes.append(helper.make_node("DequantizeLinear", [f"{dst}_q", f"{dst}_s", f"{dst}_z"], [dst]))
+
     weight("w1", w1)
     weight("w2", w2)
     act("image", "x0", 1 / 127)
@@ -157,6 +170,7 @@ def _qdq_model(path, seed=0, weight_bits=8):
     onnx.save(model, str(path))
     return path
 
+
 def test_int8_qdq_graph_runs_int8_kernels(tmp_path, cache):
     # Weights as wide as `quantize` makes them for this CPU: on AVX2 without VNNI, OpenVINO's u8 x s8 kernels
     # saturate with 8-bit weights as ONNX Runtime's do (scores off by ~0.15 here), so the rule's 7 bits there.
@@ -177,12 +191,14 @@ def test_int8_qdq_graph_runs_int8_kernels(tmp_path, cache):
     }
     assert precisions & {"i8", "u8"}, precisions  # the convolutions run as int8, not de-quantized FP32
 
+
 def test_cache_dir_is_keyed_by_sha256_and_options(tmp_path, cache):
     path = make_channel_model(tmp_path / "m.onnx", ("labels",))
     first = OpenVinoBackend(path, cache_root=cache)
     first.run(_batch())
     assert first.cache_dir.parent == cache
     from fcn_deploy.core.atomic import sha256_file
+
     assert first.cache_dir.name.startswith(sha256_file(path)[:16])
     assert any(first.cache_dir.glob("*.blob"))  # OpenVINO exported the compiled model there
     again = OpenVinoBackend(path, cache_root=cache)
@@ -194,11 +210,13 @@ def test_cache_dir_is_keyed_by_sha256_and_options(tmp_path, cache):
     assert cache_dir_for("a" * 64, opts, cache) != cache_dir_for("b" * 64, opts, cache)
     assert cache_dir_for("a" * 64, opts, cache) != cache_dir_for("a" * 64, {"X": "1"}, cache)
 
+
 def test_unreadable_model_is_a_one_line_error(tmp_path, cache):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(FcnDeployError, match="bad.onnx"):
         OpenVinoBackend(bad, cache_root=cache)
+
 
 def _four_class_model(path, seed=0, opt_shape=(64, 64)):
     """A torch-free 4-class conv net (3x3 conv -> ReLU -> 1x1 conv -> ArgMax) for the synthetic dataset."""
@@ -228,6 +246,7 @@ def _four_class_model(path, seed=0, opt_shape=(64, 64)):
     onnx.save(model, str(path))
     return path
 
+
 def _cli(*args, ok=True):
     from click.testing import CliRunner
 
@@ -236,6 +255,7 @@ def _cli(*args, ok=True):
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert (result.exit_code == 0) == ok, result.output
     return result.output
+
 
 def test_factory_opens_openvino_for_onnx_only(tmp_path):
     from fcn_deploy.chain.backends import backend_for, open_backend
@@ -256,6 +276,7 @@ def test_factory_opens_openvino_for_onnx_only(tmp_path):
             net.run(_batch())
             assert net.cache_dir.parent == tmp_path / "home-cache"
 
+
 def test_evaluate_and_profile_on_openvino(tmp_path):
     import json
 
@@ -271,6 +292,7 @@ def test_evaluate_and_profile_on_openvino(tmp_path):
     prof = json.loads(_cli("profile", path, "--backend", "openvino", "--shape", "32x32", "--iterations", "5",
                            "--warmup-s", "0", "--json", "-"))  # fmt: skip
     assert prof["backend"]["backend"] == "openvino"
+
 
 def test_report_has_openvino_rows_beside_onnx_runtime(tmp_path):
     from fcn_deploy.report.inputs import ReportConfig
@@ -296,9 +318,11 @@ def test_report_has_openvino_rows_beside_onnx_runtime(tmp_path):
         assert bf16["status"] == "skipped" and bf16_refusal() in bf16["reason"]
     assert "| openvino | bf16 |" in (tmp_path / "report" / "report.md").read_text()
 
+
 def _lowered_copy(path, out, precision, target):
     """The same graph with a card that says it was lowered (what `quantize` records)."""
     from fcn_deploy.core.card import ModelCard
+
     model = onnx.load(str(path))
     card = ModelCard.from_onnx(model)
     card.replace(
@@ -307,8 +331,10 @@ def _lowered_copy(path, out, precision, target):
     onnx.save(model, str(out))
     return out
 
+
 def test_auto_on_the_cpu_follows_the_measured_rule(tmp_path):
     from fcn_deploy.runtime.cpu_auto import choose_cpu_backend, graph_precision, read_metadata
+
     fp32 = make_channel_model(tmp_path / "m.onnx", heavy_layers=1)
     trt = _lowered_copy(_qdq_model(tmp_path / "q.onnx"), tmp_path / "q.trt.onnx", "int8", "tensorrt")
     ortq = _lowered_copy(_qdq_model(tmp_path / "q.onnx"), tmp_path / "q.ort.onnx", "int8", "onnxruntime")
@@ -326,6 +352,7 @@ def test_auto_on_the_cpu_follows_the_measured_rule(tmp_path):
     assert choose_cpu_backend(trt, None, amx, openvino=False) == ("onnxruntime", "OpenVINO is not installed")
     assert choose_cpu_backend(ortq, None, amx, openvino=True)[0] == "onnxruntime"
 
+
 def test_auto_says_which_runtime_it_picked(tmp_path, caplog):
     import logging
 
@@ -337,6 +364,7 @@ def test_auto_says_which_runtime_it_picked(tmp_path, caplog):
     assert f"--backend auto: {net.name} for q.trt.onnx" in caplog.text
     assert net.name == "openvino"  # a TensorRT-flavour INT8 graph, on any CPU (the measured rule)
     assert open_backend(trt, "onnxruntime").name == "onnxruntime"  # a named backend is never overridden
+
 
 def test_outputs_equal_a_bare_compiled_model_and_outlive_the_next_run(tmp_path, cache):
     from fcn_deploy.runtime.openvino_backend import compile_options
