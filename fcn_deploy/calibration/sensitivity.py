@@ -35,7 +35,7 @@ from fcn_deploy.calibration.ranges import TensorRange
 from fcn_deploy.core.atomic import scratch_dir
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
-from fcn_deploy.core.metrics import pixel_agreement
+from fcn_deploy.core.metrics import ConfusionMatrix
 from fcn_deploy.core.preprocess import resize_labels
 from fcn_deploy.core.scoring import score
 from fcn_deploy.runtime.ort_backend import OrtBackend
@@ -165,29 +165,28 @@ class Judge:
         with OrtBackend(data, card=self.card) as low:
             s = score(low, self.images, self.size, keep_predictions=True)
         self.evaluations += 1
-        pixels = sum(a.size for a in self.reference)
-        agree = sum(pixel_agreement(a, b) * a.size for a, b in zip(self.reference, s.predictions, strict=True))
-        agreement = agree / pixels
+        # per image, agreeing and all pixels: the agreement and its bootstrap both come from these counts
+        agree = np.array([np.count_nonzero(a == b) for a, b in zip(self.reference, s.predictions, strict=True)])
+        pixels = np.array([a.size for a in self.reference])
+        agreement = agree.sum() / pixels.sum()
         miou = s.metrics.get("mean_iou")
         if self.metric == "miou":
             drop = 100.0 * (self.miou_fp32 - miou)
         else:
             drop = 100.0 * (1.0 - agreement)
-        bound = max(float(drop), self._bootstrap_bound(s.predictions))
+        bound = max(float(drop), self._bootstrap_bound(s.predictions, agree, pixels))
         return Measurement(float(drop), None if miou is None else float(miou), float(agreement), bound)
 
     def _matrices(self, predictions: Sequence[np.ndarray]) -> np.ndarray:
         """One confusion matrix per plan image (N x C x C), scored at the label size as score() does."""
-        n = self.images.num_classes
-        out = np.zeros((len(predictions), n, n), np.float64)
-        for k, (pred, (_, labels)) in enumerate(zip(predictions, self.images.items, strict=True)):
-            pred = pred if pred.shape == labels.shape[:2] else resize_labels(pred, labels.shape[:2])
-            t, p = labels.reshape(-1).astype(np.int64), pred.reshape(-1).astype(np.int64)
-            keep = (t >= 0) & (t < n) & (t != (-1 if self.images.ignore_index is None else self.images.ignore_index))
-            out[k] = np.bincount(n * t[keep] + p[keep], minlength=n * n).reshape(n, n)
-        return out
+        out = []
+        for pred, (_, labels) in zip(predictions, self.images.items, strict=True):
+            cm = ConfusionMatrix(self.images.num_classes, self.images.ignore_index)
+            cm.update(labels, pred if pred.shape == labels.shape[:2] else resize_labels(pred, labels.shape[:2]))
+            out.append(cm.matrix)
+        return np.asarray(out, np.float64)
 
-    def _bootstrap_bound(self, predictions: Sequence[np.ndarray]) -> float:
+    def _bootstrap_bound(self, predictions: Sequence[np.ndarray], agree: np.ndarray, pixels: np.ndarray) -> float:
         """The CONFIDENCE quantile of the drop over RESAMPLES paired resamples (with replacement) of the images."""
         w = self._resample_counts
         if self.metric == "miou":
@@ -195,8 +194,6 @@ class Judge:
             low = _mean_iou(np.einsum("bn,nij->bij", w, self._matrices(predictions)))
             drops = 100.0 * (ref - low)
         else:
-            agree = np.array([np.count_nonzero(a == b) for a, b in zip(self.reference, predictions, strict=True)])
-            pixels = np.array([a.size for a in self.reference])
             drops = 100.0 * (1.0 - (w @ agree) / (w @ pixels))
         drops = drops[np.isfinite(drops)]
         return float(np.quantile(drops, CONFIDENCE)) if drops.size else float("nan")
