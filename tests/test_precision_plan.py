@@ -136,7 +136,9 @@ def test_a_cheap_first_order_that_misses_the_budget_falls_back_to_sensitivity_or
     monkeypatch.setattr(plan_module, "node_costs",
                         lambda *a, **k: {n: (100.0 if n == "upscore" else 1.0) for n in real(*a, **k)})  # fmt: skip
     model, calib = setup
-    plan = quantize(auto_cfg(model, calib, target="onnxruntime", metric="agreement", max_drop=1.0)).summary["auto_plan"]
+    # 7-bit weights as on the AVX2 CPU where CI met it (a VNNI CPU picks 8-bit, whose drops the cheap order meets)
+    plan = quantize(auto_cfg(model, calib, target="onnxruntime", metric="agreement", max_drop=1.0,
+                             weight_bits=7)).summary["auto_plan"]  # fmt: skip
     restart = [i for i, st in enumerate(plan["steps"]) if st.get("restart")]
     assert len(restart) == 1, plan["steps"]
     assert "score_skip" in plan["steps"][restart[0] - 1]["kept"]  # the cheap-first attempt kept it, and missed
