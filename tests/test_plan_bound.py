@@ -71,3 +71,34 @@ def test_every_plan_step_records_its_bound_and_the_plan_meets_the_budget_on_it(t
     plan = quantize(auto_cfg(model, calib, metric="agreement", max_drop=1.0)).summary["auto_plan"]
     assert all(s["bound"] >= s["drop"] for s in plan["steps"])
     assert plan["final"]["bound"] <= 1.0 and plan["final"]["drop"] <= plan["final"]["bound"]
+
+
+def labelled_by(model, images: ImageSet, card: ModelCard) -> ImageSet:
+    """`images` relabelled with `model`'s own predictions: that model is then right on every pixel."""
+    from fcn_deploy.core.scoring import score
+    from fcn_deploy.runtime.ort_backend import OrtBackend
+
+    plan = PlanImages(images)
+    with OrtBackend(model, card=card) as b:
+        preds = score(b, plan, None, keep_predictions=True).predictions
+    samples = [Sample(s.id, s.image, p.astype(np.uint8)) for s, p in zip(images, preds, strict=True)]
+    return ImageSet("mem", images.ids, "fp", 0, images.num_classes, 255, _read=lambda: iter(samples))
+
+
+def test_the_mean_iou_drop_counts_losses_only(tmp_path):
+    """Another model scored against the FP32 one on labels where every pixel it changes is a loss (the FP32 model's
+    own labels: drop = net > 0), a gain (the other model's labels: net < 0, drop 0, as FP32 itself) or either
+    (random labels: drop >= net)."""
+    model, other = fragile_fcn(tmp_path / "m.onnx"), fragile_fcn(tmp_path / "o.onnx", seed=3)
+    card = ModelCard.from_onnx(onnx.load(str(model)))
+    images = labelled_set(6)
+
+    def measured(labels: ImageSet):
+        judge = Judge(model, PlanImages(labels), None, card, "miou")
+        return judge.measure_bytes(other.read_bytes())
+
+    losses, gains, mixed = (measured(s) for s in (labelled_by(model, images, card), labelled_by(other, images, card),
+                                                  images))  # fmt: skip
+    assert losses.agreement < 0.99 and losses.net > 1.0 and losses.drop == pytest.approx(losses.net)
+    assert gains.net < -1.0 and gains.drop == pytest.approx(0.0, abs=1e-9) and gains.bound == pytest.approx(0.0)
+    assert mixed.drop >= mixed.net and mixed.drop > mixed.net + 1e-6

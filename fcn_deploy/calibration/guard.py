@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fcn_deploy.calibration.images import ImageSet
-from fcn_deploy.calibration.sensitivity import CONFIDENCE, Judge, PlanImages
+from fcn_deploy.calibration.sensitivity import CONFIDENCE, JUDGE_VERSION, Judge, PlanImages
 from fcn_deploy.core.atomic import sha256_file, write_text
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
@@ -43,7 +43,7 @@ def measure(fp32: str | Path | bytes, lowered: bytes, images: ImageSet | None, s
     metric = judge.metric if judge is not None else default_metric(images, metric)
     parent = sha256_file(fp32) if isinstance(fp32, str | Path) else hashlib.sha256(fp32).hexdigest()
     key = {"lowered": hashlib.sha256(lowered).hexdigest(), "fp32": parent, "images": list(images.ids),
-           "metric": metric, "size": list(size) if size else None,
+           "metric": metric, "judge": JUDGE_VERSION, "size": list(size) if size else None,
            "normalization": [list(card.normalization.mean), list(card.normalization.std)]}  # fmt: skip
     key = json.loads(json.dumps(key))  # as it reads back
     measured = _cached(cache, key) if cache else None
@@ -51,7 +51,8 @@ def measure(fp32: str | Path | bytes, lowered: bytes, images: ImageSet | None, s
         if judge is None:
             judge = Judge(fp32, PlanImages(images), size, card, metric)
         m = judge.measure_bytes(lowered)
-        measured = {"metric": metric, "drop": m.drop, "bound": m.bound, "miou": m.miou, "miou_fp32": judge.miou_fp32,
+        measured = {"metric": metric, "drop": m.drop, "bound": m.bound, "net": m.net, "miou": m.miou,
+                    "miou_fp32": judge.miou_fp32,
                     "agreement": m.agreement, "images": len(judge.images), "source": judge.images.source}  # fmt: skip
         if cache:
             write_text(cache, json.dumps({"key": key, "measured": measured}, indent=1) + "\n")
@@ -79,7 +80,9 @@ def enforce(record: dict[str, Any], output: Path, strict: bool, auto: bool) -> N
     if record["within_budget"]:
         return
     bound = record.get("bound") or record["drop"]
-    what = (f"INT8 loses {record['drop']:.2f} points of {METRIC_NAMES[record['metric']]} against FP32 on "
+    net = (f" where it changes pixels (net {record['net']:.2f}, counting those it fixes)"
+           if record.get("net") is not None else "")
+    what = (f"INT8 loses {record['drop']:.2f} points of {METRIC_NAMES[record['metric']]}{net} against FP32 on "
             f"{record['images']} held-out calibration images (up to {bound:.2f} at {CONFIDENCE:.0%} confidence), over "
             f"--max-drop {record['max_drop']:g}")  # fmt: skip
     fix = ("raise --max-drop or use --fp16" if auto

@@ -28,6 +28,7 @@ from fcn_deploy.calibration.images import ImageSet
 from fcn_deploy.calibration.ranges import TensorRange
 from fcn_deploy.calibration.sensitivity import (
     CONFIDENCE,
+    JUDGE_VERSION,
     METRICS,
     Evaluator,
     Group,
@@ -121,7 +122,7 @@ def search(
         f"{full.drop:.2f} points (up to {full.judged:.2f}, {CONFIDENCE:.0%} bound), budget {max_drop:g}")
     candidates = [g for g in groups(prepared) if g.name not in set(base)]
     key = {**(cache_key or {}), "target": target, "weight_bits": weight_bits, "kept_precision": higher_precision(target),
-           "base_exclude": base, "plan_ids": list(images.ids), "metric": metric, "size": list(size) if size else None,
+           "base_exclude": base, "plan_ids": list(images.ids), "metric": metric, "judge": JUDGE_VERSION, "size": list(size) if size else None,
            "groups": [list(g.nodes) for g in candidates]}  # fmt: skip
     sens = _load_cached(cache, key, candidates, full) if cache else None
     if sens is None:
