@@ -1,17 +1,15 @@
 """`--backend auto` for a `.onnx` on the CPU: the fastest installed runtime for what the graph and the user ask.
 
-The rule (measured by benchmarks/cpu_runtimes.py; the figures are in the README):
+The rule (measured by benchmarks/cpu_runtimes.py on three kinds of CPU; the figures are in the README):
   bf16 requested                        -> OpenVINO (the only runtime here that computes BF16; refused elsewhere)
-  INT8 Q/DQ graph for TensorRT (int8 activations, 8-bit weights)
-                                        -> OpenVINO when installed: 0.3-0.57x our ORT FP32 with VNNI/AMX, and
-                                           0.39-0.57x on AVX2 alone, where ONNX Runtime runs this graph at
-                                           1.13-1.31x, slower than FP32 (AVX2 EPYC, CamVid val: OpenVINO -0.41
-                                           mean IoU points, ONNX Runtime -0.34: 8-bit weights saturate AVX2's
-                                           u8s8 kernels a little in both)
-  INT8 graph lowered for ONNX Runtime   -> ONNX Runtime: the graph it was made for, whose accuracy `quantize`
-                                           reported (OpenVINO runs it faster too: name --backend openvino)
+  INT8 Q/DQ graph, either flavour       -> OpenVINO when installed, at the same accuracy (CamVid val, same graph:
+                                           mean IoU within 0.03 points, agreement within 0.05%):
+                                           TensorRT flavour: 0.34x our ORT FP32 on AMX (ONNX Runtime 1.8x), 0.48x
+                                           on AVX2 alone (ONNX Runtime 1.13x, slower than FP32);
+                                           ONNX Runtime flavour: 0.17x on AMX (ONNX Runtime 0.48x), 0.49x on AVX2
+                                           (ONNX Runtime 0.59x)
   everything else (FP32, FP16 graphs)   -> ONNX Runtime, the portable fallback (and the one that carries the CUDA
-                                           and TensorRT execution providers)
+                                           and TensorRT execution providers): FP32 goes either way by model
 ONNX Runtime is also the choice whenever OpenVINO is not installed. The graph's precision is read from the model
 card without parsing the graph (read_metadata skips the weights), so choosing costs no second model load.
 """
@@ -98,11 +96,9 @@ def choose_cpu_backend(
     if not openvino:
         return "onnxruntime", "OpenVINO is not installed"
     graph, target = graph_precision(path)
-    if graph == "int8" and target != "onnxruntime":
+    if graph == "int8":
         flags = cpu_flags(cpuinfo) or {}
         have = [f for f in INT8_FLAGS if flags.get(f)]
-        where = f"a CPU with {'/'.join(have)}" if have else "an AVX2 CPU (ONNX Runtime runs it slower than FP32)"
+        where = f"a CPU with {'/'.join(have)}" if have else "an AVX2 CPU"
         return "openvino", f"INT8 ({target or 'Q/DQ'}) graph on {where}: OpenVINO is faster"
-    if graph == "int8":
-        return "onnxruntime", "INT8 graph lowered for ONNX Runtime (--target onnxruntime)"
     return "onnxruntime", f"{graph.upper()} graph, where OpenVINO is not faster (README, CPU runtimes)"
