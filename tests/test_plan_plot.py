@@ -135,3 +135,14 @@ def test_the_kept_precision_names_the_labels(tmp_path):
 
     assert "kept in FP16 (conv3, add0)" in title_of(plan)
     assert draw_plan(plan, tmp_path / "fp16.png").is_file()
+
+
+def test_a_long_plan_title_stays_short():
+    """13 kept CamVid groups listed in the title ran off both edges of the picture: past a few names the panels'
+    marks name them."""
+    from fcn_deploy.calibration.plan_plot import TITLE_NAMES_MAX, title_of
+
+    kept = [f"/model/conv{i}_1/Conv" for i in range(13)]
+    title = title_of({**hand_plan(4), "kept_groups": kept})
+    assert "13 group(s) kept in FP32 (marked in the panels)" in title and kept[0] not in title
+    assert max(len(line) for line in title.splitlines()) < TITLE_NAMES_MAX + 60

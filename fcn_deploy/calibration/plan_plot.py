@@ -26,6 +26,7 @@ WIDTH_IN = 13.0
 ROW_IN = 0.28  # height per group row
 FRAME_IN = 1.9  # title, axis labels and legend around the rows
 MIN_HEIGHT_IN = 4.5
+TITLE_NAMES_MAX = 90  # characters of kept group names the title lists
 KEPT = "#ff7f0e"  # a group kept out of INT8 (orange: neither of the two view colours)
 ALONE, ALL_BUT, COST = "#d62728", "#1f77b4", "#7f7f7f"
 
@@ -109,9 +110,13 @@ def title_of(plan: dict[str, Any]) -> str:
     after = f" -> {final:.2f}" if final is not None else ""
     bound = (plan.get("final") or {}).get("bound")
     after += f" (up to {bound:.2f})" if bound is not None else ""
-    return (f"INT8 auto plan ({plan['metric']}): drop {full:.2f}{after} points, budget {plan['max_drop']:g}, "
+    names = ", ".join(kept) or "none"
+    if len(names) > TITLE_NAMES_MAX:  # a long plan's names overflow the figure: the panels mark each kept group
+        names = "marked in the panels"
+    metric = "miou, losses only" if plan["metric"] == "miou" else plan["metric"]
+    return (f"INT8 auto plan ({metric}): drop {full:.2f}{after} points, budget {plan['max_drop']:g}, "
             f"on {plan.get('plan_images', '?')} held-out calibration images\n"
-            f"{len(kept)} group(s) kept in {precision} ({', '.join(kept) or 'none'}), "
+            f"{len(kept)} group(s) kept in {precision} ({names}), "
             f"{100 * float(plan.get('kept_latency_share') or 0.0):.1f}% of FP32 time")  # fmt: skip
 
 
