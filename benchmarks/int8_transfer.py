@@ -19,18 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from fcn_deploy.calibration.api import QuantizeConfig, quantize
+from fcn_deploy.calibration.sensitivity import at_labels, losses_only_labels
 from fcn_deploy.core.datasets import build_dataset
 from fcn_deploy.core.environment import fingerprint
+from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.metrics import ConfusionMatrix, metrics_from_matrix
-from fcn_deploy.core.preprocess import resize_labels
 from fcn_deploy.core.scoring import score
 from fcn_deploy.core.shapes import parse_hw
 from fcn_deploy.runtime.ort_backend import OrtBackend
-
-
-def at_labels(preds: list[np.ndarray], labels: list[np.ndarray]) -> list[np.ndarray]:
-    return [p if p.shape == lab.shape[:2] else resize_labels(p, lab.shape[:2])
-            for p, lab in zip(preds, labels, strict=True)]  # fmt: skip
 
 
 def miou(preds: list[np.ndarray], labels: list[np.ndarray], ds) -> float:
@@ -67,11 +63,12 @@ def main() -> None:
         preds = {}
         for k, path in models.items():
             with OrtBackend(path) as b:
-                preds[k] = at_labels(score(b, ds, size, keep_predictions=True).predictions, labels)
+                preds[k] = [at_labels(p, lab) for p, lab in
+                            zip(score(b, ds, size, keep_predictions=True).predictions, labels, strict=True)]  # fmt: skip
         ref = preds.pop("fp32")
         base = miou(ref, labels, ds)
         for k, low in preds.items():
-            losses = [np.where((lo == lab) & (r != lab), r, lo) for lo, r, lab in zip(low, ref, labels, strict=True)]
+            losses = [losses_only_labels(lo, r, lab) for lo, r, lab in zip(low, ref, labels, strict=True)]
             agree = sum(int((a == b).sum()) for a, b in zip(low, ref, strict=True)) / sum(a.size for a in ref)
             result["rows"][f"{split}/{k}"] = {"images": len(ds), "miou_fp32": round(base, 2),
                                               "net_drop": round(base - miou(low, labels, ds), 3),
@@ -81,4 +78,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FcnDeployError as e:  # bad input: one line, no traceback
+        raise SystemExit(f"error: {e}") from None

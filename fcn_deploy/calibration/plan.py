@@ -122,8 +122,8 @@ def search(
         f"{full.drop:.2f} points (up to {full.judged:.2f}, {CONFIDENCE:.0%} bound), budget {max_drop:g}")
     candidates = [g for g in groups(prepared) if g.name not in set(base)]
     key = {**(cache_key or {}), "target": target, "weight_bits": weight_bits, "kept_precision": higher_precision(target),
-           "base_exclude": base, "plan_ids": list(images.ids), "metric": metric, "judge": JUDGE_VERSION, "size": list(size) if size else None,
-           "groups": [list(g.nodes) for g in candidates]}  # fmt: skip
+           "base_exclude": base, "plan_ids": list(images.ids), "metric": metric, "judge": JUDGE_VERSION,
+           "size": list(size) if size else None, "groups": [list(g.nodes) for g in candidates]}  # fmt: skip
     sens = _load_cached(cache, key, candidates, full) if cache else None
     if sens is None:
         costs = node_costs(prepared, preprocess(plan_images[0][0], card.normalization, size), card.input_name)

@@ -159,9 +159,12 @@ class Judge:
             s = score(ref, images, size, keep_predictions=True)
         self.reference = s.predictions
         self.miou_fp32 = s.metrics.get("mean_iou")
-        self._reference_matrices = self._matrices(self.reference) if metric == "miou" else None
-        if self._reference_matrices is not None:  # as score() computed it, from the same matrices as every drop
-            self.miou_fp32 = float(_mean_iou(self._reference_matrices.sum(axis=0)[None])[0])
+        self._reference_matrices = None
+        if metric == "miou":  # the reference at label size once: every measured model's losses compare against it
+            self._reference_at_labels = [at_labels(r, lab) for r, (_, lab) in zip(self.reference, images.items,
+                                                                                  strict=True)]  # fmt: skip
+            self._reference_matrices = self._matrices(self._reference_at_labels)
+            self.miou_fp32 = float(_mean_iou(self._reference_matrices.sum(axis=0)[None])[0])  # as score()'s
         n = len(images)  # how often each image is drawn in each resample (the same draws for every model scored)
         self._resample_counts = np.random.default_rng(0).multinomial(n, [1 / n] * n, RESAMPLES).astype(np.float64)
 
@@ -197,12 +200,11 @@ class Judge:
         """One confusion matrix per plan image (N x C x C), scored at the label size as score() does; losses_only:
         where a prediction is right and the FP32 reference wrong, the reference's label is scored instead."""
         out = []
-        refs = self.reference if losses_only else [None] * len(predictions)
+        refs = self._reference_at_labels if losses_only else [None] * len(predictions)
         for pred, ref, (_, labels) in zip(predictions, refs, self.images.items, strict=True):
-            pred = _at(pred, labels)
+            pred = at_labels(pred, labels)
             if ref is not None:
-                ref = _at(ref, labels)
-                pred = np.where((pred == labels) & (ref != labels), ref, pred)
+                pred = losses_only_labels(pred, ref, labels)
             cm = ConfusionMatrix(self.images.num_classes, self.images.ignore_index)
             cm.update(labels, pred)
             out.append(cm.matrix)
@@ -222,9 +224,15 @@ class Judge:
         return float(np.quantile(drops, CONFIDENCE)) if drops.size else float("nan")
 
 
-def _at(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def at_labels(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """A prediction at its label map's size (nearest), as score() scores it."""
     return pred if pred.shape == labels.shape[:2] else resize_labels(pred, labels.shape[:2])
+
+
+def losses_only_labels(pred: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`pred` with INT8's gains undone: where it is right and the FP32 `reference` wrong, the reference's label
+    (all three at the label size)."""
+    return np.where((pred == labels) & (reference != labels), reference, pred)
 
 
 def _mean_iou(matrices: np.ndarray) -> np.ndarray:
