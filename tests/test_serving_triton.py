@@ -274,6 +274,33 @@ def test_serve_cli_waits_for_readiness_and_stops_on_sigterm(served) -> None:
     assert not _servers_on(http)  # no orphaned tritonserver
 
 
+def test_a_server_whose_parent_is_killed_stops(served) -> None:
+    """SIGKILL of the process that started the server (no stop(), no atexit) still stops the server."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, _, _, tmp = served
+    http = free_port()
+    script = ("import sys, time; from fcn_deploy.serving.server import TritonServer; "
+              f"s = TritonServer({str(tmp / 'repo')!r}, http_port={http}).start(); print('ready', flush=True); "
+              "time.sleep(600)")  # fmt: skip
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline().strip() == "ready"
+        assert len(_servers_on(http)) == 1
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    deadline = time.monotonic() + 30
+    while _servers_on(http) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _servers_on(http), "tritonserver outlived the process that started it"
+
+
 def test_a_model_the_server_cannot_load_is_a_one_line_error(tmp_path) -> None:
     repo = tmp_path / "repo"
     (repo / "broken" / "1").mkdir(parents=True)

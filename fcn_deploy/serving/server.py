@@ -74,6 +74,22 @@ def _get(url: str, timeout: float) -> int:
         return 0
 
 
+def _die_with_parent(parent: int):
+    """A preexec_fn: the server gets SIGTERM (Triton's graceful shutdown) when the process that started it dies,
+    even by SIGKILL, where stop() never runs (an orphaned server would keep its ports and CPU). Linux's
+    PR_SET_PDEATHSIG fires when the starting *thread* exits, so start servers from a thread that outlives them
+    (the main thread, as `serve` and the tests do)."""
+    import ctypes
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl: nobody is left to stop us
+            os._exit(1)
+
+    return preexec
+
+
 class TritonServer:
     """One tritonserver process serving `repository` on `host`; a context manager that always stops it."""
 
@@ -161,7 +177,8 @@ class TritonServer:
         else:
             out = subprocess.DEVNULL
         self.process = subprocess.Popen(
-            self.command(binary, backend_dir), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(binary, backend_dir), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,
         )
 
     def wait_ready(self, timeout: float) -> None:
