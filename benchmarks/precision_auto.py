@@ -41,7 +41,8 @@ def main() -> None:
     ap.add_argument("--eval-split", default="val")
     ap.add_argument("--num-images", type=int, default=300)
     ap.add_argument("--plan-images", type=int, default=32)
-    ap.add_argument("--method", default="entropy", choices=["entropy", "percentile", "minmax"])
+    ap.add_argument("--method", default=None, choices=["entropy", "percentile", "minmax", "best"],
+                    help="calibration method (default: quantize's: best for --auto rows, entropy for plain INT8)")
     ap.add_argument("--max-drop", type=float, default=0.5)
     ap.add_argument("--metric", default=None, choices=["miou", "agreement"])
     ap.add_argument("--eval-images", type=int, default=None, help="evaluation images (default: all)")
@@ -85,6 +86,7 @@ def main() -> None:
                 models[name] = {"path": r.output, "seconds_to_lower": time.perf_counter() - t0,
                                 "kept_fp32_nodes": r.summary["kept_fp32_nodes"],
                                 "weight_bits": r.summary.get("weight_bits"),
+                                "method": r.summary["method"], "method_chosen": r.summary.get("method_chosen"),
                                 "plan": None if plan is None else {k: plan[k] for k in (
                                     "metric", "max_drop", "plan_images", "full_int8", "final", "kept_groups",
                                     "kept_precision", "kept_latency_share", "evaluations")}}  # fmt: skip

@@ -324,3 +324,51 @@ def test_build_engine_builds_the_fp16_int8_plan_through_the_tensorrt_double(setu
     finally:
         backend.close()
         ort.close()
+
+
+def _scales(path: Path) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
+def test_method_best_keeps_the_method_whose_int8_loses_least(setup, target, tmp_path):
+    """One calibration pass, each method's lowering scored on the plan images; the one written is the one that lost
+    least, identical to asking for that method."""
+    model, calib = fragile_fcn(tmp_path / "m.onnx", fragile=False), setup[1]
+    kw = dict(model=model, calib_data=calib, precision="int8", target=target, num_images=8, plan_images=4,
+              latency_runs=1, metric="agreement")  # fmt: skip
+    best = quantize(QuantizeConfig(**kw, method="best", output=model.with_name("best.onnx"))).summary
+    trials = best["method_trials"]
+    assert best["method"] == "best" and list(trials) == ["entropy", "percentile", "minmax"]
+    chosen = best["method_chosen"]
+    assert chosen == min(trials, key=lambda m: (trials[m]["bound"], trials[m]["drop"]))
+    assert len({t["drop"] for t in trials.values()}) > 1  # three lowerings, not one scored thrice
+    assert best["guard"]["drop"] == pytest.approx(trials[chosen]["drop"])  # the graph written is the one scored
+    same = quantize(QuantizeConfig(**kw, method=chosen, output=model.with_name("same.onnx")))
+    got, want = _scales(model.with_name("best.onnx")), _scales(same.output)
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_auto_defaults_to_method_best_and_its_cache_holds_every_method(setup, tmp_path):
+    model, calib = setup
+    cache = tmp_path / "calib.json"
+    first = quantize(auto_cfg(model, calib, method=None, metric="agreement", max_drop=1.0, cache=cache))
+    s = first.summary
+    assert s["method"] == "best" and s["method_chosen"] in s["method_trials"]
+    assert s["auto_plan"]["full_int8"]["drop"] == pytest.approx(s["method_trials"][s["method_chosen"]]["drop"])
+    assert set(json.loads(cache.read_text())["ranges"]) == {"entropy", "percentile", "minmax"}
+    again = quantize(auto_cfg(model, calib, method=None, metric="agreement", max_drop=1.0, cache=cache,
+                              target="onnxruntime", output=tmp_path / "ort.onnx"))  # fmt: skip
+    assert again.cache_hit and again.summary["method_trials"].keys() == s["method_trials"].keys()
+    plain = quantize(QuantizeConfig(model=model, calib_data=calib, precision="int8", num_images=8, latency_runs=1,
+                                    output=tmp_path / "plain.onnx"))  # fmt: skip
+    assert plain.summary["method"] == "entropy" and "method_trials" not in plain.summary  # TensorRT's default
+
+
+def test_method_best_without_images_to_judge_is_a_one_line_error(setup, tmp_path):
+    model, _ = setup
+    one = write_images(tmp_path / "one", 1)
+    with pytest.raises(FcnDeployError, match="--method best .* at least 2 .*--num-images"):
+        quantize(QuantizeConfig(model=model, calib_data=one, precision="int8", method="best", num_images=1))

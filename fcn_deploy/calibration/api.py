@@ -42,7 +42,7 @@ class QuantizeConfig:
     data_root: Path | None = None
     calib_video: Path | None = None
     num_images: int = 300
-    method: str = "entropy"  # entropy | percentile | minmax
+    method: str | None = None  # entropy | percentile | minmax | best; None: best with --auto, else entropy
     calib_shapes: tuple[tuple[int, int], ...] | None = None  # default: the card's opt shape (or a static input)
     exclude: tuple[str, ...] = ()  # node names or op types kept in FP32
     float_ends: bool = True  # INT8: also keep int8.float_ends (first conv, output head) in FP32; see there why
@@ -72,6 +72,12 @@ class QuantizeResult:
     cache_hit: bool
 
 
+def resolve_method(method: str | None, auto: bool) -> str:
+    """The calibration method a lowering uses: `method`, else `best` for --auto (it measures anyway) and TensorRT's
+    entropy otherwise."""
+    return method or (ranges.BEST if auto else "entropy")
+
+
 def default_output(model: Path, precision: str) -> Path:
     return model.with_name(f"{model.name.removesuffix('.onnx')}.{precision}.onnx")
 
@@ -81,8 +87,8 @@ def _check_config(cfg: QuantizeConfig) -> None:
         raise FcnDeployError(f"precision {cfg.precision!r}: choose int8 or fp16")
     if cfg.target not in int8.TARGETS:
         raise FcnDeployError(f"--target {cfg.target!r}: choose one of {', '.join(int8.TARGETS)}")
-    if cfg.method not in ranges.METHODS:
-        raise FcnDeployError(f"--method {cfg.method!r}: choose one of {', '.join(ranges.METHODS)}")
+    if cfg.method is not None and cfg.method not in (*ranges.METHODS, ranges.BEST):
+        raise FcnDeployError(f"--method {cfg.method!r}: choose one of {', '.join((*ranges.METHODS, ranges.BEST))}")
     if cfg.num_images < 1:
         raise FcnDeployError(f"--num-images {cfg.num_images}: must be at least 1")
     sources = [s for s in (cfg.calib_data, cfg.calib_dataset, cfg.calib_video) if s is not None]
@@ -194,6 +200,12 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         from fcn_deploy.calibration.sensitivity import split_for_plan
 
         calib_images, plan_images = split_for_plan(calib_images, cfg.plan_images)
+    method = resolve_method(cfg.method, cfg.auto) if cfg.precision == "int8" else "minmax"
+    if method == ranges.BEST and plan_images is None:
+        raise FcnDeployError(
+            f"{calib_images.source}: --method best measures each method on calibration images held out from the "
+            f"ranges, so it needs at least 2 ({len(calib_images)} found); raise --num-images or pick a --method"
+        )
     if not len(held_out):
         log.warning("no held-out images left; the summary compares on the calibration images themselves")
         held_out = calib_images
@@ -203,7 +215,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         images=calib_images.fingerprint,
         preprocessing={"mean": list(norm.mean), "std": list(norm.std), "channel_order": norm.channel_order,
                        "scale": norm.scale},
-        method=cfg.method if cfg.precision == "int8" else "minmax",
+        method=method,
         num_images=len(calib_images),
         shapes=shapes,
         statistic=cfg.precision,
@@ -227,7 +239,10 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
             tensors = ranges.calibration_tensors(prepared, op_types)
             log.info("calibrating %d tensors on %d images at %s (%s)", len(tensors), len(calib_images),
                      shapes_text(shapes), key.method)
-            tensor_ranges = ranges.collect_ranges(source, reader(), tensors, key.method)
+            if method == ranges.BEST:
+                tensor_ranges = ranges.collect_all_ranges(source, reader(), tensors)
+            else:
+                tensor_ranges = ranges.collect_ranges(source, reader(), tensors, method)
             if cfg.cache:
                 calib_cache.save(cfg.cache, key, tensor_ranges)
         else:
@@ -236,17 +251,25 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
 
         if cfg.precision == "int8":
             bits, why = int8.choose_weight_bits(cfg.target, cfg.weight_bits)
-            details = {"target": cfg.target, "method": cfg.method, "tool": _ort_tool(), "weight_bits": bits,
+            details = {"target": cfg.target, "method": method, "tool": _ort_tool(), "weight_bits": bits,
                        "weight_bits_reason": why, "auto": cfg.auto}
             judge, higher = None, []
+            plan_card = card or _stand_in_card(model, norm, input_name, plan_images or held_out)
+            if method == ranges.BEST:
+                from fcn_deploy.calibration.plan import best_method
+
+                chosen, tensor_ranges, trials = best_method(cfg.model, prepared, tensor_ranges, cfg.target,
+                                                            exclude_nodes, plan_images, shapes[0], plan_card,
+                                                            cfg.metric, bits)  # fmt: skip
+                details.update(method_chosen=chosen, method_trials=trials)
             if cfg.auto:
                 from fcn_deploy.calibration.plan import search
 
-                plan_card = card or _stand_in_card(model, norm, input_name, plan_images)
                 auto = search(cfg.model, prepared, tensor_ranges, cfg.target, exclude_nodes, plan_images, shapes[0],
                               plan_card, cfg.max_drop, cfg.metric, say=log.info,
                               cache=Path(f"{cfg.cache}.sensitivity.json") if cfg.cache else None,
-                              cache_key={"calibration": key.digest()}, weight_bits=bits)  # fmt: skip
+                              cache_key={"calibration": key.digest(), "method": details.get("method_chosen", method)},
+                              weight_bits=bits)  # fmt: skip
                 details["auto_plan"] = {**auto.to_dict(), "plan_images_asked": cfg.plan_images}
                 judge, higher = auto.judge, auto.kept_nodes
             from fcn_deploy.calibration.plan import lower_plan

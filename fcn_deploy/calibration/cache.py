@@ -2,7 +2,8 @@
 
 A matching cache skips calibration; a cache made from anything else is refused with the fields that differ
 (never silently reused, never silently overwritten). The ranges do not depend on the target, so one cache serves
-`--target tensorrt` and `--target onnxruntime`.
+`--target tensorrt` and `--target onnxruntime`. A `--method best` cache holds every method's ranges (`ranges` is
+then method -> tensor -> range): which one wins depends on the target, so it is chosen again on each use.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fcn_deploy.calibration.ranges import TensorRange
+from fcn_deploy.calibration.ranges import BEST, TensorRange
 from fcn_deploy.core.atomic import write_text
 from fcn_deploy.core.errors import FcnDeployError
 
@@ -44,8 +45,19 @@ def _describe(field: str, old: Any, new: Any) -> str:
     return f"{field} ({old} -> {new})"
 
 
-def load(path: Path, key: CacheKey) -> dict[str, TensorRange] | None:
-    """The cached ranges when `path` was made with `key`; None when there is no cache yet."""
+Ranges = dict[str, TensorRange]  # tensor -> range; for --method best: method -> Ranges
+
+
+def _parse(doc: dict[str, Any], by_method: bool) -> Any:
+    def one(ranges: dict[str, Any]) -> Ranges:
+        return {name: TensorRange(float(r["min"]), float(r["max"]), float(r["amax"])) for name, r in ranges.items()}
+
+    return {m: one(r) for m, r in doc["ranges"].items()} if by_method else one(doc["ranges"])
+
+
+def load(path: Path, key: CacheKey) -> Any:
+    """The cached ranges (method -> Ranges for --method best, else Ranges) when `path` was made with `key`; None
+    when there is no cache yet."""
     path = Path(path)
     if not path.exists():
         return None
@@ -56,8 +68,7 @@ def load(path: Path, key: CacheKey) -> dict[str, TensorRange] | None:
         cached_key = doc["key"]
         if not isinstance(cached_key, dict):
             raise ValueError(f"its key is a {type(cached_key).__name__}, not an object")
-        ranges = {name: TensorRange(float(r["min"]), float(r["max"]), float(r["amax"]))
-                  for name, r in doc["ranges"].items()}
+        ranges = _parse(doc, cached_key.get("method") == BEST)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise FcnDeployError(
             f"{path}: not a readable fcn-deploy calibration cache ({e}); delete it or pass another --cache"
@@ -75,12 +86,17 @@ def load(path: Path, key: CacheKey) -> dict[str, TensorRange] | None:
     return ranges
 
 
-def save(path: Path, key: CacheKey, ranges: dict[str, TensorRange]) -> None:
+def save(path: Path, key: CacheKey, ranges: Any) -> None:
+    """`ranges`: Ranges, or method -> Ranges when key.method is BEST."""
+
+    def plain(r: Ranges) -> dict[str, Any]:
+        return {name: x.to_dict() for name, x in sorted(r.items())}
+
     doc = {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
         "key": key.to_dict(),
         "key_sha256": key.digest(),
-        "ranges": {name: r.to_dict() for name, r in sorted(ranges.items())},
+        "ranges": {m: plain(r) for m, r in ranges.items()} if key.method == BEST else plain(ranges),
     }
     write_text(path, json.dumps(doc, indent=1) + "\n")

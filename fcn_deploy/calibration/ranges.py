@@ -4,7 +4,8 @@ ONNX Runtime's histogram calibrators keep every intermediate output of every ima
 call; here each feed is reduced to a min, a max and a fixed-size histogram before the next one runs, so memory
 stays at one image's activations however many images calibrate. The thresholds follow TensorRT's calibrators:
 entropy = the KL-divergence-optimal clipping of a 2048-bin |x| histogram into 128 levels, percentile = the
-99.99th percentile of |x|, minmax = max |x|.
+99.99th percentile of |x|, minmax = max |x|. One pass yields all three (collect_all_ranges): `--method best` keeps
+the one whose INT8 lowering loses least on held-out images (calibration.plan.best_method).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 from fcn_deploy.core.errors import FcnDeployError
 
 METHODS = ("entropy", "percentile", "minmax")
+BEST = "best"  # every method from one pass; the INT8 lowering that loses least on the plan images decides
 log = logging.getLogger(__name__)
 
 NUM_BINS = 2048
@@ -158,6 +160,28 @@ def collect_ranges(
     model_path: Path, feeds: Iterable[dict[str, np.ndarray]], tensors: Sequence[str], method: str
 ) -> dict[str, TensorRange]:
     """Run the FP32 model on each feed with `tensors` exposed as outputs and reduce them feed by feed."""
+    return _ranges(_histograms(model_path, feeds, tensors), method)
+
+
+def collect_all_ranges(
+    model_path: Path, feeds: Iterable[dict[str, np.ndarray]], tensors: Sequence[str]
+) -> dict[str, dict[str, TensorRange]]:
+    """collect_ranges for every method in METHODS, from one pass over the feeds."""
+    hists = _histograms(model_path, feeds, tensors)
+    return {method: _ranges(hists, method) for method in METHODS}
+
+
+def _ranges(hists: dict[str, _AbsHistogram], method: str) -> dict[str, TensorRange]:
+    return {
+        name: TensorRange(float(h.min), float(h.max), float(h.threshold(method)))
+        for name, h in hists.items()
+        if h.min <= h.max
+    }
+
+
+def _histograms(
+    model_path: Path, feeds: Iterable[dict[str, np.ndarray]], tensors: Sequence[str]
+) -> dict[str, _AbsHistogram]:
     import onnx
     import onnxruntime as ort
 
@@ -187,11 +211,7 @@ def collect_ranges(
             log.info("  calibration: %d feeds done", seen)
     if seen == 0:
         raise ValueError("no calibration feeds")
-    return {
-        name: TensorRange(float(h.min), float(h.max), float(h.threshold(method)))
-        for name, h in hists.items()
-        if h.min <= h.max
-    }
+    return hists
 
 
 def _one_at_a_time(feeds: Iterable[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fcn_deploy.calibration.api import QuantizeConfig, default_output
+from fcn_deploy.calibration.api import QuantizeConfig, default_output, resolve_method
 from fcn_deploy.chain.artifact import Artifact, Parent, Progress, plain, replacing, resolve, to_stderr
 from fcn_deploy.core.atomic import sha256_file
 from fcn_deploy.core.card import ModelCard
@@ -77,7 +77,7 @@ class LoweredOnnx:
         if self.precision == "int8":
             from fcn_deploy.calibration.int8 import choose_weight_bits
 
-            wanted.update(target=self.target, method=options["method"],
+            wanted.update(target=self.target, method=resolve_method(options.get("method"), bool(options.get("auto"))),
                           weight_bits=choose_weight_bits(self.target, options.get("weight_bits"))[0])
             wanted["auto"], rec = bool(options.get("auto")), {**rec, "auto": bool(rec.get("auto"))}
             # the INT8 budget, recorded by the --auto plan (fcn_deploy.calibration.plan) or else by the guard

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from fcn_deploy.calibration.ranges import METHODS
+from fcn_deploy.calibration.ranges import BEST, METHODS
 
 LOWERING_HELP = "As in `fcn-deploy quantize`; used when --int8/--fp16 lowers an FP32 ONNX first."
 
@@ -56,7 +56,7 @@ LOWERING_HELP = "As in `fcn-deploy quantize`; used when --int8/--fp16 lowers an 
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), help=LOWERING_HELP)
 @click.option("--calib-video", type=click.Path(dir_okay=False, path_type=Path), help=LOWERING_HELP)
 @click.option("--num-images", type=click.IntRange(min=1), help=LOWERING_HELP)
-@click.option("--method", type=click.Choice(METHODS), help=LOWERING_HELP)
+@click.option("--method", type=click.Choice((*METHODS, BEST)), help=LOWERING_HELP)
 @click.option("--calib-shapes", help=LOWERING_HELP + " HxW[,HxW...]")
 @click.option("--exclude", multiple=True, help=LOWERING_HELP)
 @click.option("--calib-cache", type=click.Path(dir_okay=False, path_type=Path), help=LOWERING_HELP)

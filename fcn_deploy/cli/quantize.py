@@ -9,7 +9,7 @@ import click
 
 from fcn_deploy.calibration.api import QuantizeConfig, default_output
 from fcn_deploy.calibration.int8 import TARGETS
-from fcn_deploy.calibration.ranges import METHODS
+from fcn_deploy.calibration.ranges import BEST, METHODS
 
 METRICS = ("miou", "agreement")  # fcn_deploy.calibration.sensitivity.METRICS (not imported: --help stays light)
 
@@ -39,8 +39,9 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
 @click.option("--data-root", type=click.Path(path_type=Path), help="Where --calib-dataset lives.")
 @click.option("--calib-video", type=click.Path(path_type=Path), help="Video whose frames calibrate.")
 @click.option("--num-images", type=int, default=DEFAULTS.num_images, show_default=True, help="Calibration images (seeded pick).")
-@click.option("--method", type=click.Choice(METHODS), default=DEFAULTS.method,
-              show_default=True, help="INT8 activation range: KL-optimal clip, 99.99th percentile, or max |x|.")
+@click.option("--method", type=click.Choice((*METHODS, BEST)),
+              help="INT8 activation range: KL-optimal clip, 99.99th percentile, max |x|, or best: the one whose INT8 "
+                   "loses least on held-out calibration images.  [default: best with --auto, else entropy]")
 @click.option("--calib-shapes", help="HxW[,HxW...] to calibrate at (default: the model card's opt shape).")
 @click.option("--target", type=click.Choice(TARGETS), default=DEFAULTS.target, show_default=True,
               help="INT8 flavour: TensorRT's symmetric Q/DQ, or ORT CPU's fast uint8/int8 kernels.")
@@ -109,7 +110,7 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
         click.echo(json.dumps(s))
         return
     click.echo(f"wrote {result.output} ({s['precision']}"
-               + (f", target {s['target']}, {s['method']}, {s['weight_bits']}-bit weights: {s['weight_bits_reason']}"
+               + (f", target {s['target']}, {s['method']}{': ' + s['method_chosen'] if 'method_chosen' in s else ''}, {s['weight_bits']}-bit weights: {s['weight_bits_reason']}"
                   if s["precision"] == "int8" else "") + ")")
     click.echo(f"  calibration  {s['num_images']} images from {s['calibration_source']}"
                + (f" ({s['skipped_images']} corrupt skipped)" if s["skipped_images"] else "")

@@ -36,7 +36,7 @@ class ReportConfig:
     backends: tuple[str, ...] = ("auto",)
     sizes: tuple[tuple[int, int], ...] | None = None  # default: the card's opt shape
     calib_images: int = DEFAULT_CALIB_IMAGES
-    calib_method: str = "entropy"
+    calib_method: str | None = None  # quantize's --method (None: best for --auto rows, else entropy)
     auto: bool = False  # INT8 rows use `quantize --auto`'s measured plan (fcn_deploy.calibration.plan)
     max_drop: float = 0.3  # --auto budget (points)
     metric: str | None = None  # --auto metric: miou | agreement
