@@ -41,7 +41,10 @@ HW = 32
 # full speed elsewhere); MARK, when set, gets a file MARK.frame after the video's first frame and MARK.closing when
 # the video starts finalising (for the second Ctrl-C).
 CHILD = """
-import os, sys, time
+import os, signal, sys, time
+# Ctrl-C's handler, as a command started from a terminal has it: when pytest itself runs as a background job of a
+# non-interactive shell, its children inherit SIGINT ignored (POSIX), which Python and the CLI keep.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real, match, pause = os.fsync, os.environ["FSYNC_MATCH"], float(os.environ["FSYNC_S"])
 def fsync(fd):
     if match in os.path.basename(os.readlink(f"/proc/self/fd/{fd}")):
