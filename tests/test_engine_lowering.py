@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 
-def resize_model() -> onnx.ModelProto:
+def resize_model(scales_from: str = "initializer") -> onnx.ModelProto:
+    """Conv -> Resize x2 -> Relu; the scales an initializer (a simplified export) or a Constant node (--no-simplify)."""
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 3, 3, 3)).astype(np.float32), "w")
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
     nodes = [
@@ -16,18 +18,24 @@ def resize_model() -> onnx.ModelProto:
         helper.make_node("Resize", ["c", "", "scales"], ["up"], name="up", mode="linear"),
         helper.make_node("Relu", ["up"], ["out"], name="relu"),
     ]
+    inits = [w, scales]
+    if scales_from == "constant":
+        nodes.insert(0, helper.make_node("Constant", [], ["scales"], name="scales_const", value=scales))
+        inits = [w]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 16, 16])], [w, scales])  # fmt: skip
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 2, 16, 16])], inits)  # fmt: skip
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_fp16_keeps_resize_in_fp16_without_casts():
+@pytest.mark.parametrize("scales_from", ["initializer", "constant"])
+def test_fp16_keeps_resize_in_fp16_without_casts(scales_from):
     import onnxruntime as ort
 
     from fcn_deploy.calibration.fp16 import convert
 
-    model = resize_model()
+    model = resize_model(scales_from)
     half = convert(model, [])
+    onnx.checker.check_model(half, full_check=True)  # the scales stay float32 (an FP16 Constant was invalid)
     producer = {o: n for n in half.graph.node for o in n.output}
     resize = next(n for n in half.graph.node if n.op_type == "Resize")
     assert producer[resize.input[0]].op_type == "Conv"  # no Cast between Conv and Resize

@@ -53,26 +53,38 @@ def fp16_op_block_list(float16: Any) -> list[str]:
 
 def float_resize_params(model: Any) -> None:
     """Resize/Upsample data runs FP16, but their roi/scales inputs must stay float32 (ONNX type constraint): the
-    converter turned those initializers into FP16; give each such input a float32 copy."""
+    converter turned those initializers, and the Constant nodes of an unsimplified export, into FP16; give each
+    such input a float32 initializer copy (a Constant that nothing else reads is removed)."""
     import onnx
     from onnx import numpy_helper
 
     inits = {t.name: t for t in model.graph.initializer}
+    constants = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
     for node in model.graph.node:
         if node.op_type not in FP16_OPS:
             continue
         for slot in (1, 2) if node.op_type == "Resize" else (1,):
-            if slot >= len(node.input) or node.input[slot] not in inits:
+            if slot >= len(node.input):
                 continue
-            init = inits[node.input[slot]]
-            if init.data_type != onnx.TensorProto.FLOAT16:
+            source = node.input[slot]
+            if source in inits:
+                tensor = inits[source]
+            elif source in constants:
+                tensor = next((a.t for a in constants[source].attribute if a.name == "value"), None)
+            else:
                 continue
-            name = f"{init.name}_fp32"
+            if tensor is None or tensor.data_type != onnx.TensorProto.FLOAT16:
+                continue
+            name = f"{source}_fp32"
             if name not in inits:
-                copy = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), name)
+                copy = numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), name)
                 model.graph.initializer.append(copy)
                 inits[name] = copy
             node.input[slot] = name
+    read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    dead = [n for out, n in constants.items() if out not in read]
+    for n in dead:
+        model.graph.node.remove(n)
 
 
 def convert(model: Any, keep_fp32: Sequence[str]) -> Any:
