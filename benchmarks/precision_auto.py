@@ -3,12 +3,14 @@
 Calibrates on <= --num-images images of the calibration split (the --auto plan holds --plan-images of them out of
 the range fitting to judge itself), then scores every model on the evaluation split with the one score() over
 OrtBackends: mean IoU, pixel agreement with FP32, CPU latency ratio to FP32 (median of --runs interleaved runs
-at --latency-shape, all models in the same loop), and which nodes stayed FP32. Prints one JSON object with the
-machine's fingerprint (CPU model, VNNI/AMX flags). Timings are noisy on a shared 2-core machine.
+at --latency-shape, all models in the same loop; with --openvino each graph also on OpenVINO's CPU plugin at FP32
+inference precision, in the same loop, as a ratio to ONNX Runtime's FP32), and which nodes stayed FP32. Prints one
+JSON object with the machine's fingerprint (CPU model, VNNI/AMX flags). Timings are noisy on a shared 2-core machine.
 
     python benchmarks/precision_auto.py runs/syn/best.onnx --dataset synthetic --max-drop 0.5
     python benchmarks/precision_auto.py camvid.onnx --dataset camvid --data-root ../shared/data/camvid --max-drop 0.1
     python benchmarks/precision_auto.py camvid.onnx ... --weight-bits 7 8   # plain ORT INT8 with 7- and 8-bit weights
+    python benchmarks/precision_auto.py camvid.onnx ... --openvino          # + every graph's latency on OpenVINO
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def main() -> None:
     ap.add_argument("--weight-bits", type=int, nargs="*", choices=[7, 8], default=None,
                     help="plain --target onnxruntime INT8 once per value, rows int8-onnxruntime-wN (default: one row, "
                          "the bits this CPU's flags choose)")
+    ap.add_argument("--openvino", action="store_true",
+                    help="also time every graph on OpenVINO (what --backend auto runs INT8 graphs on; needs openvino)")
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -109,7 +113,15 @@ def main() -> None:
     lat_hw = parse_hw(args.latency_shape, "--latency-shape") if args.latency_shape else size
     batch = np.random.default_rng(0).standard_normal((1, 3, *lat_hw), np.float32)
     names = list(backends)
-    times = dict(zip(names, latency_ms([backends[n] for n in names], batch, args.runs), strict=True))
+    timed = [backends[n] for n in names]
+    if args.openvino:
+        from fcn_deploy.runtime.openvino_backend import OpenVinoBackend
+
+        ov = {n: OpenVinoBackend(models[n]["path"] if n in models else args.onnx) for n in names}
+        timed += list(ov.values())
+    measured = latency_ms(timed, batch, args.runs)
+    times = dict(zip(names, measured[: len(names)], strict=True))
+    ov_times = dict(zip(names, measured[len(names):], strict=True)) if args.openvino else {}
     rows = {}
     for name in names:
         m = scores[name].metrics
@@ -117,9 +129,11 @@ def main() -> None:
         rows[name] = {
             "mean_iou": m["mean_iou"], "miou_delta_points": 100 * (m["mean_iou"] - scores["fp32"].metrics["mean_iou"]),
             "pixel_agreement": agree / pixels, "latency_ms": times[name], "latency_ratio": times[name] / times["fp32"],
+            **({"openvino_latency_ms": ov_times[name], "openvino_latency_ratio": ov_times[name] / times["fp32"]}
+               if ov_times else {}),
             **({k: v for k, v in models[name].items() if k != "path"} if name in models else {}),
         }  # fmt: skip
-    for b in backends.values():
+    for b in timed:
         b.close()
     print(json.dumps({
         "benchmark": "precision_auto", "model": str(args.onnx), "dataset": args.dataset,

@@ -97,7 +97,7 @@ def test_model_card_round_trip(labels_export) -> None:
     assert card == report.card
     assert [(o.name, o.kind) for o in card.outputs] == [("labels", "labels")]
     assert (card.min_shape, card.opt_shape, card.max_shape) == ((32, 32), OPT, (1088, 1920))
-    assert card.upsample == "deconv" and card.provenance["opset"] == 17 and card.provenance["untrained"]
+    assert card.upsample == "resize" and card.provenance["opset"] == 17 and card.provenance["untrained"]
     assert card.width == 0.0625 and card.padding == "paper" and card.num_classes == 5
 
 
@@ -135,8 +135,9 @@ def test_head_parity_with_pytorch(tmp_path, variant, padding, head) -> None:
 @pytest.mark.parametrize(("variant", "padding"), [("fcn8s", "paper"), ("fcn8s", "same"), ("fcn32s", "paper")])
 def test_resize_upsampling_equals_deconv(tmp_path, variant, padding) -> None:
     model, card = small(variant, padding)
-    deconv, _ = export(tmp_path, "deconv", model, card, head="logits")
+    deconv, _ = export(tmp_path, "deconv", model, card, head="logits", upsample="deconv")
     resize, report = export(tmp_path, "resize", model, card, head="logits", upsample="resize")
+    assert "ConvTranspose" in {n.op_type for n in onnx.load(str(deconv)).graph.node}
     ops = {n.op_type: n for n in onnx.load(str(resize)).graph.node}
     assert "ConvTranspose" not in ops and "Resize" in ops and "Pad" in ops
     attrs = {a.name: a.s for a in ops["Resize"].attribute if a.type == a.STRING}
@@ -162,6 +163,19 @@ def test_resize_refused_when_upsampling_is_learned_or_changed(tmp_path) -> None:
     with pytest.raises(FcnDeployError, match="upscore8 is not the fixed bilinear kernel"):
         check_fixed_bilinear(model)
     assert not list(tmp_path.iterdir())
+
+
+def test_upsample_auto_is_resize_where_exact_and_deconv_where_learned(tmp_path) -> None:
+    """The default (`auto`): the exact Resize form for fixed bilinear kernels, the deconvs for learned ones (where
+    `--upsample resize` is refused), and the card says which was written."""
+    model, card = small(padding="same")
+    path, report = export(tmp_path, "auto", model, card)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert report.card.upsample == "resize" and "Resize" in ops and "ConvTranspose" not in ops
+    learned = FCN(ModelConfig("fcn8s", 3, 0.0625, "same", learn_upsampling=True))
+    path, report = export(tmp_path, "learned", learned, ModelCard.default("fcn8s", 3))
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert report.card.upsample == "deconv" and "ConvTranspose" in ops and "Resize" not in ops
 
 
 def test_card_architecture_and_shapes_come_from_the_model_and_the_one_range(tmp_path) -> None:

@@ -51,10 +51,10 @@ def test_shared_diagonal_weight_is_grouped_for_every_user():
 
 @pytest.mark.slow
 def test_lowered_fcn8s_shapes_infer_cleanly(tmp_path):
-    """The real path: an FCN-8s export (onnxslim shares its upsampling weights) lowered for ONNX Runtime INT8."""
+    """The real path: an FCN-8s deconv export (onnxslim shares its upsampling weights) lowered for ONNX Runtime INT8."""
     fp32, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
     r = CliRunner().invoke(main, ["export", "--variant", "fcn8s", "--width", "0.0625", "--num-classes", "4",
-                                  "--padding", "same", "-o", str(fp32)])  # fmt: skip
+                                  "--padding", "same", "--upsample", "deconv", "-o", str(fp32)])  # fmt: skip
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["quantize", str(fp32), "--int8", "--target", "onnxruntime", "--calib-dataset",
                                   "synthetic:train", "--num-images", "4", "-o", str(int8)])  # fmt: skip

@@ -33,7 +33,7 @@ from fcn_deploy.core.shapes import DEFAULT_SHAPES, ShapeRange, format_hw
 from fcn_deploy.export import validate
 from fcn_deploy.export.heads import ExportHead, output_axes, output_specs
 from fcn_deploy.export.options import DYNAMIC_DIMS, ExportOptions
-from fcn_deploy.export.resize_upsample import with_resize_upsampling
+from fcn_deploy.export.resize_upsample import resolve_upsample, with_resize_upsampling
 from fcn_deploy.training.fcn import FCN, build_model
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def export_onnx(model: FCN, card: ModelCard, output: str | Path, options: Export
     import onnx
 
     options = options or ExportOptions()
+    options = dataclasses.replace(options, upsample=resolve_upsample(model, options.upsample))
     output = Path(output)
     _check_writable(output)
     if card.variant != model.config.variant or card.num_classes != model.config.num_classes:
