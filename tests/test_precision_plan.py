@@ -99,6 +99,27 @@ def test_groups_fuse_relu_and_pool_with_their_conv(setup):
     assert "argmax" in by_name["head"].nodes  # the output head walks back to its last conv
 
 
+def test_integer_shape_adds_are_no_groups(tmp_path):
+    """The Resize upsampling's slice bounds are int64 Adds of Shape values: no group of their own (they made 12
+    empty groups of the CamVid FCN-8s' plan), while the float skip Add still is one."""
+    from fcn_deploy.calibration import int8
+
+    model = onnx.load(str(int8.prepare(fragile_fcn(tmp_path / "m.onnx"), tmp_path / "p.onnx")))
+    g = model.graph
+    g.node.extend([
+        helper.make_node("Shape", ["up"], ["up_shape"], name="shape"),
+        helper.make_node("Add", ["up_shape", "one"], ["bounds"], name="bound_add"),
+        helper.make_node("Slice", ["up", "zeros", "bounds"], ["up_cut"], name="cut"),
+    ])  # fmt: skip
+    g.initializer.extend([numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64), "one"),
+                          numpy_helper.from_array(np.zeros(4, np.int64), "zeros")])  # fmt: skip
+    g.output.append(helper.make_tensor_value_info("up_cut", TensorProto.FLOAT, None))
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.checker.check_model(model)
+    names = {x.name: x for x in groups(model)}
+    assert "bound_add" not in names and names["fuse"].op_type == "Add"
+
+
 @pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
 def test_fragile_layer_ranks_first_is_kept_fp32_and_the_plan_meets_the_budget(setup, target):
     model, calib = setup

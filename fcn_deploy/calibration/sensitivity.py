@@ -64,15 +64,22 @@ class Group:
 
 
 def groups(model: Any) -> list[Group]:
-    """Partition the graph's named nodes into fused groups, in graph order (see the module docstring)."""
+    """Partition the graph's named nodes into fused groups, in graph order (see the module docstring). An Add
+    anchors a group only on float data: the integer Adds of shape arithmetic (the crops' and the Resize
+    upsampling's slice bounds) are nothing INT8 touches, and measuring them cost two lowerings each."""
     producer = {out: n for n in model.graph.node for out in n.output}
+    known = {vi.name: vi.type.tensor_type.elem_type
+             for vi in (*model.graph.input, *model.graph.value_info, *model.graph.output)}  # fmt: skip
+    known.update((t.name, t.data_type) for t in model.graph.initializer)
+    floats = {1, 10, 16}  # FLOAT, FLOAT16, BFLOAT16; a tensor of unknown type counts as data
     owner: dict[str, str] = {}
     members: dict[str, list[str]] = {}
     order: list[tuple[str, str]] = []
     for node in model.graph.node:  # topologically sorted (onnx.checker and quant_pre_process keep it so)
         if not node.name:
             continue
-        if node.op_type in ANCHORS:
+        data = node.op_type != "Add" or known.get(node.output[0], 1) in floats
+        if node.op_type in ANCHORS and data:
             owner[node.name] = node.name
             members[node.name] = [node.name]
             order.append((node.name, node.op_type))
