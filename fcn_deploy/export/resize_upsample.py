@@ -9,11 +9,10 @@ INT8, where quantized ConvTranspose is a known trouble spot (fcn.md 6 item 4). E
 the fixed bilinear ones, which `check_fixed_bilinear` enforces.
 
 `--upsample auto` (the default) takes this form wherever it is exact and keeps the deconvs otherwise (learned
-upsampling). Measured on the CamVid FCN-8s of docs/camvid_recipe.md (2-core AMX Xeon, ONNX Runtime, 360x480,
-benchmarks/precision_auto.py, one run each): FP32 64.0 vs 68.8 ms; plain INT8 with the same ranges agrees with FP32
-on 99.46% of val pixels instead of 98.84% (TensorRT flavour) and 99.48% instead of 98.91% (ONNX Runtime flavour),
-and its held-out losses halve (0.67 vs 1.38 points, TensorRT flavour, entropy): quantized ConvTranspose layers
-were the plan's most sensitive groups, and the `--auto --max-drop 0.1` plans keep 8 groups instead of 13.
+upsampling). Measured on the CamVid FCN-8s of docs/camvid_recipe.md (2-core AMX Xeon, 360x480, 3 x 15 interleaved
+runs): FP32 0.93x the deconv graph's time on ONNX Runtime, 0.97x on OpenVINO; INT8 more accurate with the same
+calibration (its float output head then covers the whole decoder: calibration.int8.float_ends) at the same ONNX
+Runtime speed; the `--auto --max-drop 0.1` plans keep 8 groups instead of 13 at the same latency.
 """
 
 from __future__ import annotations
