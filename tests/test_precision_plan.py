@@ -360,10 +360,10 @@ def test_method_best_keeps_the_method_whose_int8_loses_least(setup, target, tmp_
               latency_runs=1, metric="agreement")  # fmt: skip
     best = quantize(QuantizeConfig(**kw, method="best", output=model.with_name("best.onnx"))).summary
     trials = best["method_trials"]
-    assert best["method"] == "best" and list(trials) == ["entropy", "percentile", "minmax"]
+    assert best["method"] == "best" and list(trials) == ["entropy", "percentile", "minmax", "mse"]
     chosen = best["method_chosen"]
     assert chosen == min(trials, key=lambda m: (trials[m]["bound"], trials[m]["drop"]))
-    assert len({t["drop"] for t in trials.values()}) > 1  # three lowerings, not one scored thrice
+    assert len({t["drop"] for t in trials.values()}) > 1  # four lowerings, not one scored four times
     assert best["guard"]["drop"] == pytest.approx(trials[chosen]["drop"])  # the graph written is the one scored
     same = quantize(QuantizeConfig(**kw, method=chosen, output=model.with_name("same.onnx")))
     got, want = _scales(model.with_name("best.onnx")), _scales(same.output)
@@ -379,13 +379,19 @@ def test_auto_defaults_to_method_best_and_its_cache_holds_every_method(setup, tm
     s = first.summary
     assert s["method"] == "best" and s["method_chosen"] in s["method_trials"]
     assert s["auto_plan"]["full_int8"]["drop"] == pytest.approx(s["method_trials"][s["method_chosen"]]["drop"])
-    assert set(json.loads(cache.read_text())["ranges"]) == {"entropy", "percentile", "minmax"}
+    assert set(json.loads(cache.read_text())["ranges"]) == {"entropy", "percentile", "minmax", "mse"}
     again = quantize(auto_cfg(model, calib, method=None, metric="agreement", max_drop=1.0, cache=cache,
                               target="onnxruntime", output=tmp_path / "ort.onnx"))  # fmt: skip
     assert again.cache_hit and again.summary["method_trials"].keys() == s["method_trials"].keys()
     plain = quantize(QuantizeConfig(model=model, calib_data=calib, precision="int8", num_images=8, latency_runs=1,
                                     output=tmp_path / "plain.onnx"))  # fmt: skip
     assert plain.summary["method"] == "entropy" and "method_trials" not in plain.summary  # TensorRT's default
+    doc = json.loads(cache.read_text())  # a best cache from before mse existed is stale, never half-used
+    del doc["ranges"]["mse"]
+    cache.write_text(json.dumps(doc))
+    with pytest.raises(FcnDeployError, match=r"stale calibration cache.*set of methods"):
+        quantize(auto_cfg(model, calib, method=None, metric="agreement", max_drop=1.0, cache=cache,
+                          output=tmp_path / "old.onnx"))  # fmt: skip
 
 
 def test_method_best_without_images_to_judge_is_a_one_line_error(setup, tmp_path):

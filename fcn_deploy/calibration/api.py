@@ -42,7 +42,7 @@ class QuantizeConfig:
     data_root: Path | None = None
     calib_video: Path | None = None
     num_images: int = 300
-    method: str | None = None  # entropy | percentile | minmax | best; None: best with --auto, else entropy
+    method: str | None = None  # entropy | percentile | minmax | mse | best; None: best with --auto, else entropy
     calib_shapes: tuple[tuple[int, int], ...] | None = None  # default: the card's opt shape (or a static input)
     exclude: tuple[str, ...] = ()  # node names or op types kept in FP32
     float_ends: bool = True  # INT8: also keep int8.float_ends (first conv, output head) in FP32; see there why

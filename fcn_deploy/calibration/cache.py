@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fcn_deploy.calibration.ranges import BEST, TensorRange
+from fcn_deploy.calibration.ranges import BEST, METHODS, TensorRange
 from fcn_deploy.core.atomic import write_text
 from fcn_deploy.core.errors import FcnDeployError
 
@@ -78,6 +78,8 @@ def load(path: Path, key: CacheKey) -> Any:
                              "delete it to recalibrate")
     new = key.to_dict()
     changed = [_describe(f, cached_key.get(f), new[f]) for f in new if cached_key.get(f) != new[f]]
+    if not changed and key.method == BEST and set(ranges) != set(METHODS):
+        changed = [f"set of methods ({', '.join(ranges)} -> {', '.join(METHODS)})"]
     if changed:
         raise FcnDeployError(
             f"{path}: stale calibration cache, made with a different {', '.join(changed)}; "

@@ -99,8 +99,8 @@ def best_method(
 ) -> tuple[str, dict[str, TensorRange], dict[str, dict[str, Any]]]:
     """`--method best`: (method, its ranges, every method's measured full-INT8 drop) for the calibration method
     whose lowering (the default one, `exclude` in FP32) loses least on the held-out plan images, judged like the
-    plan (the bound, then the drop; ties keep METHODS' order). The three thresholds come from one pass, so this
-    costs three scorings. Which method wins is the model's and the target's: on the CamVid FCN-8s, percentile
+    plan (the bound, then the drop; ties keep METHODS' order). Every method's thresholds come from one pass, so this
+    costs one scoring per method. Which method wins is the model's and the target's: on the CamVid FCN-8s, percentile
     lost 0.80 points of mean IoU where entropy lost 1.01 (ORT flavour); TensorRT's entropy is no default to keep."""
     plan_images = PlanImages(images)
     metric = metric or ("miou" if plan_images.has_masks else "agreement")

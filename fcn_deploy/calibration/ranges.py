@@ -2,10 +2,13 @@
 
 ONNX Runtime's histogram calibrators keep every intermediate output of every image handed to one `collect_data`
 call; here each feed is reduced to a min, a max and a fixed-size histogram before the next one runs, so memory
-stays at one image's activations however many images calibrate. The thresholds follow TensorRT's calibrators:
-entropy = the KL-divergence-optimal clipping of a 2048-bin |x| histogram into 128 levels, percentile = the
-99.99th percentile of |x|, minmax = max |x|. One pass yields all three (collect_all_ranges): `--method best` keeps
-the one whose INT8 lowering loses least on held-out images (calibration.plan.best_method).
+stays at one image's activations however many images calibrate. The thresholds follow TensorRT's calibrators and
+pytorch-quantization's: entropy = the KL-divergence-optimal clipping of a 2048-bin |x| histogram into 128 levels,
+percentile = the 99.99th percentile of |x|, minmax = max |x|, mse = the clipping with the least expected squared
+error over the histogram (rounding inside it, the clipped tail outside) at 128 levels. One pass yields all four
+(collect_all_ranges): `--method best` keeps the one whose INT8 lowering loses least on held-out images
+(calibration.plan.best_method). On the CamVid FCN-8s (Resize form, 32 plan images) full ORT-flavour INT8 lost
+0.25 points of mean IoU with mse, 0.30 with percentile, 0.64 with entropy; the TensorRT flavour 0.35 / 0.33 / 0.67.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from fcn_deploy.core.errors import FcnDeployError
 
-METHODS = ("entropy", "percentile", "minmax")
+METHODS = ("entropy", "percentile", "minmax", "mse")
 BEST = "best"  # every method from one pass; the INT8 lowering that loses least on the plan images decides
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,30 @@ class _AbsHistogram:
             return min(amax, (int(np.searchsorted(cdf, PERCENTILE / 100.0)) + 1) * width)
         if method == "entropy":
             return min(amax, _entropy_bins(self.counts) * width)
+        if method == "mse":
+            return min(amax, _mse_bins(self.counts) * width)
         raise ValueError(f"unknown calibration method {method!r}")
+
+
+def _mse_bins(hist: np.ndarray) -> int:
+    """Number of histogram bins to keep: the clip T = i bins whose 128-level quantisation has the least expected
+    squared error, rounding (step T / 128, error step^2 / 12 per value) for |x| <= T plus (|x| - T)^2 for the clipped
+    tail at the bin centres, every candidate at once from prefix sums. Bin 0 gets no rounding error: after a ReLU
+    it holds the exact zeros (half the values), which quantise exactly, and weighing them chose too small a clip."""
+    nonzero = np.nonzero(hist)[0]
+    if not nonzero.size:
+        return 1
+    h = hist.astype(np.float64)
+    centre = np.arange(h.size) + 0.5  # in bins
+    clip = np.arange(1, int(nonzero[-1]) + 2)
+
+    def prefix(a: np.ndarray) -> np.ndarray:
+        return np.concatenate(([0.0], np.cumsum(a)))
+
+    n, s1, s2 = prefix(h), prefix(h * centre), prefix(h * centre**2)
+    rounding = (n[clip] - h[0]) * (clip / NUM_LEVELS) ** 2 / 12
+    tail = (s2[-1] - s2[clip]) - 2 * clip * (s1[-1] - s1[clip]) + clip**2 * (n[-1] - n[clip])
+    return int(clip[int(np.argmin(rounding + tail))])
 
 
 def _entropy_bins(hist: np.ndarray) -> int:
