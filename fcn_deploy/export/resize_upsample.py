@@ -12,7 +12,7 @@ the fixed bilinear ones, which `check_fixed_bilinear` enforces.
 upsampling). Measured on the CamVid FCN-8s of docs/camvid_recipe.md (2-core AMX Xeon, 360x480, 3 x 15 interleaved
 runs): FP32 0.93x the deconv graph's time on ONNX Runtime, 0.97x on OpenVINO; INT8 more accurate with the same
 calibration (its float output head then covers the whole decoder: calibration.int8.float_ends) at the same ONNX
-Runtime speed; the `--auto --max-drop 0.1` plans keep 8 groups instead of 13 at the same latency.
+Runtime speed; the `--auto --max-drop 0.1` plans (percentile ranges) keep 8 groups instead of 13.
 """
 
 from __future__ import annotations
