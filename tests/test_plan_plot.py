@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcn_deploy.calibration.plan_plot import KEPT, draw_plan, plan_rows
+from fcn_deploy.calibration.plan_plot import KEPT, draw_plan, plan_rows, step_labels
 
 
 def measurement(drop: float) -> dict:
@@ -146,3 +146,11 @@ def test_a_long_plan_title_stays_short():
     title = title_of({**hand_plan(4), "kept_groups": kept})
     assert "13 group(s) kept in FP32 (marked in the panels)" in title and kept[0] not in title
     assert max(len(line) for line in title.splitlines()) < TITLE_NAMES_MAX + 60
+
+
+def test_steps_that_round_alike_are_labelled_once():
+    """The CamVid plans ended in runs like 0.12, 0.12, 0.09, 0.09 whose labels overlapped: one label per run, at
+    its last step, and the plan's value always."""
+    assert step_labels([0.304, 0.29, 0.121, 0.118, 0.091, 0.089]) == [(0, "0.30"), (1, "0.29"), (3, "0.12"),
+                                                                      (5, "0.09")]  # fmt: skip
+    assert step_labels([0.5]) == [(0, "0.50")] and step_labels([]) == []

@@ -199,6 +199,13 @@ def _latency(ax: Any, rows: PlanRows, n: int) -> None:
     ax.grid(True, axis="x", alpha=0.3)
 
 
+def step_labels(drops: list[float]) -> list[tuple[int, str]]:
+    """(step, text) of the value labels: a run of steps that round alike is labelled once, at its last step (the
+    plan's own value is always shown); side by side the equal labels overlapped ("0.10 0.10 0.10")."""
+    texts = [f"{d:.2f}" for d in drops]
+    return [(i, t) for i, t in enumerate(texts) if i == len(texts) - 1 or texts[i + 1] != t]
+
+
 def _steps(ax: Any, rows: PlanRows, budget: float) -> None:
     xs = list(range(len(rows.steps)))
     drops = [d for _, d in rows.steps]
@@ -210,8 +217,8 @@ def _steps(ax: Any, rows: PlanRows, budget: float) -> None:
         ax.plot([x for x, _, _ in up], [b for _, _, b in up], "_", color="0.45", ms=10, mew=2)
     if xs:
         ax.plot(xs[-1], drops[-1], "*", color=KEPT, ms=14, mec="black", zorder=3, label="the plan")
-    for x, d in zip(xs, drops, strict=True):  # the values: a big first drop flattens the rest of the line
-        ax.annotate(f"{d:.2f}", (x, d), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    for x, text in step_labels(drops):  # the values: a big first drop flattens the rest of the line
+        ax.annotate(text, (x, drops[x]), textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.axhline(budget, color=ALONE, ls="--", lw=1, label=f"budget {budget:g}")
     ax.set_xlim(-0.4, max(len(xs) - 1, 0) + 0.6)  # room for the last value's text
     ax.set_xticks(xs)
