@@ -58,14 +58,14 @@ MODELS = {
 }
 
 
-def export(name: str, hw: tuple[int, int], tmp: Path, checkpoint: Path | None = None):
+def export(name: str, hw: tuple[int, int], tmp: Path, checkpoint: Path | None = None, upsample: str = "auto"):
     spec = MODELS.get(name, {})
     model, card, _ = model_for_export(
         checkpoint, spec.get("variant"), spec.get("num_classes"), spec.get("width"), spec.get("padding")
     )
     path = tmp / f"{name}.onnx"
     t = time.perf_counter()
-    export_onnx(model, card, path, ExportOptions(opt_shape=hw))
+    export_onnx(model, card, path, ExportOptions(opt_shape=hw, upsample=upsample))
     return model.eval(), path, round(time.perf_counter() - t, 1)
 
 
@@ -94,8 +94,8 @@ def bare_openvino(path: Path, hint: str, shape: tuple[int, ...]):
 
 
 def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dict,
-                checkpoint: Path | None = None, data_root: Path | None = None) -> dict:  # fmt: skip
-    model, path, export_s = export(name, hw, tmp, checkpoint)
+                checkpoint: Path | None = None, data_root: Path | None = None, upsample: str = "auto") -> dict:  # fmt: skip
+    model, path, export_s = export(name, hw, tmp, checkpoint, upsample)
     t = time.perf_counter()
     int8 = {
         flavour: lower(path, target, hw, calib)
@@ -164,6 +164,7 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dic
         **MODELS.get(name, {"checkpoint": str(checkpoint)}),
         **({"camvid_val": accuracy} if accuracy else {}),
         "input": list(shape),
+        "upsample": upsample,
         "onnx_mb": round(path.stat().st_size / 1e6, 1),
         "int8_mb": {f: round(p.stat().st_size / 1e6, 1) for f, p in int8.items()},
         "export_s": export_s,
@@ -199,6 +200,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, help="a trained checkpoint: the `trained` model (with --data-root)")
     ap.add_argument("--data-root", type=Path, help="CamVid folder: INT8 calibration (train) and accuracy (val)")
     ap.add_argument("--calib-images", type=int, default=100)
+    ap.add_argument("--upsample", default="auto", choices=["auto", "deconv", "resize"], help="export's --upsample")
     args = ap.parse_args()
     if "trained" in args.models and not (args.checkpoint and args.data_root):
         raise SystemExit("--models trained needs --checkpoint CK.pt and --data-root CAMVID")
@@ -230,7 +232,8 @@ def main() -> None:
         for name in names:
             trained = name == "trained"
             result["models"].append(bench_model(name, hw, args.runs, tmp, camvid if trained else noise,
-                                                args.checkpoint if trained else None, args.data_root))
+                                                args.checkpoint if trained else None, args.data_root,
+                                                args.upsample))
     result["loadavg_after"] = os.getloadavg()
     result["libraries"] = {**fingerprint()["libraries"], "openvino": ov.__version__}
     print(json.dumps(result, indent=1))

@@ -172,9 +172,10 @@ def test_excluding_every_conv_is_refused(setup, tmp_path):
 
 @pytest.mark.parametrize("target", ["tensorrt", "onnxruntime"])
 def test_float_ends_by_default(setup, target):
-    """The conv on the raw image and the head from the last upsampling to ArgMax stay FP32 unless asked."""
+    """The conv on the raw image and the head from the last Conv (the score layer: the whole decoder) to ArgMax stay
+    FP32 unless asked."""
     model_path, calib = setup
-    kept = {"conv1", "upscore", "fuse", "argmax"}
+    kept = {"conv1", "score", "upscore", "fuse", "argmax"}
     for float_ends in (True, False):
         out = quantize(cfg(model_path, calib, target=target, float_ends=float_ends,
                            output=model_path.with_name(f"{target}{float_ends}.onnx"))).output

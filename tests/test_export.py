@@ -97,7 +97,7 @@ def test_model_card_round_trip(labels_export) -> None:
     assert card == report.card
     assert [(o.name, o.kind) for o in card.outputs] == [("labels", "labels")]
     assert (card.min_shape, card.opt_shape, card.max_shape) == ((32, 32), OPT, (1088, 1920))
-    assert card.upsample == "resize" and card.provenance["opset"] == 17 and card.provenance["untrained"]
+    assert card.upsample == "deconv" and card.provenance["opset"] == 17 and card.provenance["untrained"]
     assert card.width == 0.0625 and card.padding == "paper" and card.num_classes == 5
 
 
@@ -166,14 +166,14 @@ def test_resize_refused_when_upsampling_is_learned_or_changed(tmp_path) -> None:
 
 
 def test_upsample_auto_is_resize_where_exact_and_deconv_where_learned(tmp_path) -> None:
-    """The default (`auto`): the exact Resize form for fixed bilinear kernels, the deconvs for learned ones (where
+    """`--upsample auto`: the exact Resize form for fixed bilinear kernels, the deconvs for learned ones (where
     `--upsample resize` is refused), and the card says which was written."""
     model, card = small(padding="same")
-    path, report = export(tmp_path, "auto", model, card)
+    path, report = export(tmp_path, "auto", model, card, upsample="auto")
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert report.card.upsample == "resize" and "Resize" in ops and "ConvTranspose" not in ops
     learned = FCN(ModelConfig("fcn8s", 3, 0.0625, "same", learn_upsampling=True))
-    path, report = export(tmp_path, "learned", learned, ModelCard.default("fcn8s", 3))
+    path, report = export(tmp_path, "learned", learned, ModelCard.default("fcn8s", 3), upsample="auto")
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert report.card.upsample == "deconv" and "ConvTranspose" in ops and "Resize" not in ops
 

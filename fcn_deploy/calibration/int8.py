@@ -103,29 +103,27 @@ def resolve_exclude(model: Any, exclude: Sequence[str]) -> list[str]:
 
 def float_ends(model: Any) -> list[str]:
     """The two ends of the network kept in FP32 by default (`QuantizeConfig.float_ends`): the convs reading the
-    raw normalised image, and the output head from the last Conv/ConvTranspose (the final upsampling) to the output.
+    raw normalised image, and the output head: from the output back along each node's data input to the last Conv,
+    which in an FCN is the whole class-score decoder (score_fr, the upsamplings, the skip Adds, the crops).
 
     Measured on the CamVid FCN-8s (width 0.25, entropy, 300 images, 101 val images; benchmarks/precision_camvid.py):
     ORT U8S8 went from -2.35 mIoU / 97.8% pixel agreement (all quantized) to -0.70 / 98.8% (first conv float),
     -1.78 / 98.1% (head float: else uint8 Q/DQ sits on the upsampled logits right before ArgMax, and a 0.2 step
-    ties close classes) and -0.04 / 99.1% (both); TensorRT from 98.9% to 99.1% agreement. Calibration method and
-    score-layer exclusions moved neither target by more than 0.3 points. ORT latency stayed within the run-to-run
-    noise (interleaved ratio 0.60-0.66 either way): both ends are a small share of the MACs.
-
-    In the Resize form of the upsampling (export's default) no Conv/ConvTranspose ends the walk before score_fr,
-    so the whole 11-channel decoder (score_fr, the upsamplings, the skip Adds) stays float: the groups every
-    deconv-form `--auto` plan kept first. Measured on that CamVid model (AMX Xeon, same calibration, all val
-    images): plain INT8 agreement 99.46% / 99.48% (TensorRT / ORT flavour) against 98.84% / 98.91% for the deconv
-    form; on ONNX Runtime at the same speed (0.49x FP32), on OpenVINO 10% slower (0.33x vs 0.29x ORT FP32).
+    ties close classes) and -0.04 / 99.1% (both); TensorRT from 98.9% to 99.1% agreement.
+    The head used to stop at the final ConvTranspose, quantizing the rest of the decoder; on the CamVid model of
+    docs/camvid_recipe.md (AMX Xeon, percentile ranges, 32 plan images) the whole decoder in float lost 0.30 points of
+    mean IoU instead of 0.80 (ORT flavour; TensorRT 0.33 instead of 1.06), the groups every `--auto` plan had kept
+    first, and its ORT-flavour graph ran 0.19x ORT FP32 on OpenVINO instead of 0.27x (OpenVINO's quantized
+    ConvTranspose is slower than its FP32 one; ONNX Runtime 0.56x instead of 0.54x): 11-channel maps, ~1% of FP32.
     """
     inputs = {i.name for i in model.graph.input}
     keep = [n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose") and inputs & set(n.input)]
     producer = {out: n for n in model.graph.node for out in n.output}
     todo = [n for n in model.graph.node if {o.name for o in model.graph.output} & set(n.output)]
-    while todo:  # walk back along each node's data input (input 0) to the last Conv/ConvTranspose
+    while todo:  # walk back along each node's data input (input 0) to the last Conv
         node = todo.pop()
         keep.append(node.name)
-        if node.op_type not in ("Conv", "ConvTranspose") and node.input and node.input[0] in producer:
+        if node.op_type != "Conv" and node.input and node.input[0] in producer:
             todo.append(producer[node.input[0]])
     return sorted(set(keep))
 

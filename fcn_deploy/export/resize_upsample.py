@@ -8,11 +8,11 @@ length (n + 1) * s - 2p, so every later crop of the model is unchanged. Resize i
 INT8, where quantized ConvTranspose is a known trouble spot (fcn.md 6 item 4). Exact only while the kernels are
 the fixed bilinear ones, which `check_fixed_bilinear` enforces.
 
-`--upsample auto` (the default) takes this form wherever it is exact and keeps the deconvs otherwise (learned
-upsampling). Measured on the CamVid FCN-8s of docs/camvid_recipe.md (2-core AMX Xeon, 360x480, 3 x 15 interleaved
-runs): FP32 0.93x the deconv graph's time on ONNX Runtime, 0.97x on OpenVINO; INT8 more accurate with the same
-calibration (its float output head then covers the whole decoder: calibration.int8.float_ends) at the same ONNX
-Runtime speed; the `--auto --max-drop 0.1` plans (percentile ranges) keep 8 groups instead of 13.
+`--upsample auto` takes this form wherever it is exact and keeps the deconvs otherwise (learned upsampling). Not the
+default: measured on the CamVid FCN-8s of docs/camvid_recipe.md (2-core AMX Xeon, 360x480, interleaved loops), the
+Resize form ran FP32 0.91-0.93x the deconv graph's time on ONNX Runtime and its ORT-flavour INT8 graph 0.85x, but
+that INT8 graph ran 1.7x slower on OpenVINO (25.8 vs 14.8 ms), the runtime `--backend auto` sends INT8 graphs to;
+accuracy is the same (with the decoder float: calibration.int8.float_ends).
 """
 
 from __future__ import annotations
