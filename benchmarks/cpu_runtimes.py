@@ -49,6 +49,7 @@ from fcn_deploy.core.metrics import pixel_agreement
 from fcn_deploy.core.scoring import score
 from fcn_deploy.core.shapes import parse_hw
 from fcn_deploy.export import ExportOptions, export_onnx, model_for_export
+from fcn_deploy.export.options import DEFAULT_UPSAMPLE, UPSAMPLE_MODES
 from fcn_deploy.runtime.openvino_backend import OpenVinoBackend, bf16_refusal
 from fcn_deploy.runtime.ort_backend import OrtBackend
 
@@ -58,7 +59,8 @@ MODELS = {
 }
 
 
-def export(name: str, hw: tuple[int, int], tmp: Path, checkpoint: Path | None = None, upsample: str = "auto"):
+def export(name: str, hw: tuple[int, int], tmp: Path, checkpoint: Path | None = None,
+           upsample: str = DEFAULT_UPSAMPLE):  # fmt: skip
     spec = MODELS.get(name, {})
     model, card, _ = model_for_export(
         checkpoint, spec.get("variant"), spec.get("num_classes"), spec.get("width"), spec.get("padding")
@@ -94,7 +96,8 @@ def bare_openvino(path: Path, hint: str, shape: tuple[int, ...]):
 
 
 def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dict,
-                checkpoint: Path | None = None, data_root: Path | None = None, upsample: str = "auto") -> dict:  # fmt: skip
+                checkpoint: Path | None = None, data_root: Path | None = None,
+                upsample: str = DEFAULT_UPSAMPLE) -> dict:  # fmt: skip
     model, path, export_s = export(name, hw, tmp, checkpoint, upsample)
     t = time.perf_counter()
     int8 = {
@@ -200,7 +203,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, help="a trained checkpoint: the `trained` model (with --data-root)")
     ap.add_argument("--data-root", type=Path, help="CamVid folder: INT8 calibration (train) and accuracy (val)")
     ap.add_argument("--calib-images", type=int, default=100)
-    ap.add_argument("--upsample", default="auto", choices=["auto", "deconv", "resize"], help="export's --upsample")
+    ap.add_argument("--upsample", default=DEFAULT_UPSAMPLE, choices=UPSAMPLE_MODES, help="export's --upsample")
     args = ap.parse_args()
     if "trained" in args.models and not (args.checkpoint and args.data_root):
         raise SystemExit("--models trained needs --checkpoint CK.pt and --data-root CAMVID")
