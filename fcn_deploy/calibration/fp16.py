@@ -16,6 +16,7 @@ import numpy as np
 
 from fcn_deploy.calibration.ranges import TensorRange
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
+from fcn_deploy.core.onnx_io import elem_types
 
 DATA_MAX = 512.0
 FP16_MAX = 65504.0
@@ -120,8 +121,7 @@ def half_nodes(model: Any, nodes: Sequence[str]) -> Any:
 
     model = onnx.shape_inference.infer_shapes(model)  # a copy, with the element type of every tensor
     g, half = model.graph, set(nodes)
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.input, *g.output, *g.value_info)}
-    types.update({t.name: t.data_type for t in g.initializer})
+    types = elem_types(model)
     inits = {t.name: t for t in g.initializer}
     leaving = {o.name for o in g.output} | {i for n in g.node if n.name not in half for i in n.input}
     inside: dict[str, str] = {}  # FP32 tensor name -> its FP16 name inside the set

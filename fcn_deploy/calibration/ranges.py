@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.onnx_io import elem_types
 
 METHODS = ("entropy", "percentile", "minmax", "mse")
 BEST = "best"  # every method from one pass; the INT8 lowering that loses least on the plan images decides
@@ -166,9 +167,7 @@ def calibration_tensors(model: Any, op_types: Sequence[str] | None) -> list[str]
     """Float activations (not weights) entering or leaving nodes of `op_types` (all nodes when None)."""
     import onnx
 
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.value_info}
-    types.update({vi.name: vi.type.tensor_type.elem_type for vi in model.graph.input})
-    types.update({vi.name: vi.type.tensor_type.elem_type for vi in model.graph.output})
+    types = elem_types(model)
     weights = {init.name for init in model.graph.initializer}
     out: dict[str, None] = {}
     for node in model.graph.node:

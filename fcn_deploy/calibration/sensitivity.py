@@ -43,6 +43,7 @@ from fcn_deploy.core.atomic import scratch_dir
 from fcn_deploy.core.card import ModelCard
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.metrics import ConfusionMatrix
+from fcn_deploy.core.onnx_io import elem_types
 from fcn_deploy.core.preprocess import resize_labels
 from fcn_deploy.core.scoring import score
 from fcn_deploy.runtime.ort_backend import OrtBackend
@@ -68,9 +69,7 @@ def groups(model: Any) -> list[Group]:
     anchors a group only on float data: the integer Adds of shape arithmetic (the crops' and the Resize
     upsampling's slice bounds) are nothing INT8 touches, and measuring them cost two lowerings each."""
     producer = {out: n for n in model.graph.node for out in n.output}
-    known = {vi.name: vi.type.tensor_type.elem_type
-             for vi in (*model.graph.input, *model.graph.value_info, *model.graph.output)}  # fmt: skip
-    known.update((t.name, t.data_type) for t in model.graph.initializer)
+    known = elem_types(model)
     floats = {1, 10, 16}  # FLOAT, FLOAT16, BFLOAT16; a tensor of unknown type counts as data
     owner: dict[str, str] = {}
     members: dict[str, list[str]] = {}

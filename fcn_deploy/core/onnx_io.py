@@ -80,3 +80,12 @@ def check_weights(model: Any, source: str) -> None:
             f"{source}: the weights do not match the file's integrity record (sha256 {actual[:12]}... recorded "
             f"{recorded[:12]}...): the file is damaged or was edited; re-export or re-copy it"
         )
+
+
+def elem_types(model: Any) -> dict[str, int]:
+    """TensorProto element type of every typed tensor of `model`'s graph (inputs, value_info, outputs, initializers);
+    a tensor shape inference could not type is absent."""
+    g = model.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.input, *g.value_info, *g.output)}
+    types.update((t.name, t.data_type) for t in g.initializer)
+    return types
