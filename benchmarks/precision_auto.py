@@ -16,6 +16,7 @@ JSON object with the machine's fingerprint (CPU model, VNNI/AMX flags). Timings 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import time
@@ -61,6 +62,8 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.openvino and importlib.util.find_spec("openvino") is None:  # before minutes of lowering, not after
+        raise FcnDeployError("--openvino: the openvino wheel is not installed; pip install 'fcn-deploy[cpu]'")
 
     out_dir = args.out_dir or args.onnx.parent
     stem = args.onnx.name.removesuffix(".onnx")
@@ -146,4 +149,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FcnDeployError as e:  # bad input (a missing model or data root, no openvino for --openvino): one line
+        raise SystemExit(f"error: {e}") from None
