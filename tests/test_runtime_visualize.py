@@ -11,8 +11,10 @@ from fcn_deploy.runtime.visualize import (
     Visualizer,
     VisualizeSpec,
     blend,
+    colorize,
     colour_bar_box,
     legend_row_px,
+    palette_lut,
     softmax,
 )
 
@@ -31,6 +33,23 @@ def test_mask_and_opaque_overlay_are_the_palette():
     for c, colour in enumerate(PALETTE):
         assert (mask[labels == c] == colour).all()
         assert (opaque[labels == c] == colour).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.int64])
+@pytest.mark.parametrize("classes", [11, 300])
+def test_colorize_is_the_palette_row_of_each_label(dtype, classes):
+    """Every label's colour is its palette row, whatever the label dtype; labels past the palette (255, the
+    ignore index) draw black; more than 256 classes take the general path."""
+    rng = np.random.default_rng(classes)
+    palette = tuple(tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(classes))
+    lut = palette_lut(palette)
+    labels = rng.integers(0, min(classes, 256), (7, 13)).astype(dtype)
+    labels[0, :3] = (0, classes - 1 if classes < 256 else 255, 255 if classes < 256 else 0)
+    out = colorize(labels, lut)
+    assert out.shape == (7, 13, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    assert (out == lut[labels.astype(np.intp)]).all()
+    if classes < 256:
+        assert (out[0, 2] == 0).all()
 
 
 def test_half_overlay_blends_frame_and_palette():
