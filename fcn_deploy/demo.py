@@ -144,7 +144,8 @@ def drop_stale_models(out: Path, cfg: DemoConfig, say: Callable[[str], None]) ->
 def choose_threads(cfg: DemoConfig, train_cfg: Any, num_classes: int) -> dict[str, Any]:
     """--threads as given, or measured: a few forward+backward steps on a training-sized batch with 1 thread and
     with every usable core, interleaved (fcn_deploy.training.device.measure_threads)."""
-    from fcn_deploy.training.device import measure_threads, set_measured_threads, usable_cores
+    from fcn_deploy.core.environment import usable_cores
+    from fcn_deploy.training.device import measure_threads, set_measured_threads
 
     if cfg.threads is not None:
         set_measured_threads(cfg.threads)

@@ -171,22 +171,50 @@ class RecordingSink(Sink):
 
 
 class JitterBackend(Backend):
-    """The real ORT backend with uneven per-frame delays (the queues fill and drain); can fail at a batch."""
+    """The real ORT backend with uneven per-frame delays (the queues fill and drain); can fail at a batch.
+    streams=True: it has a concurrent mode (the inner backend's), sharing the call count and recording how many
+    runs were in flight at once."""
 
-    def __init__(self, inner: OrtBackend, delays=(0.0,), fail_at: int | None = None):
+    def __init__(self, inner: OrtBackend, delays=(0.0,), fail_at: int | None = None, streams: bool = False,
+                 shared: dict | None = None):  # fmt: skip
         self.inner, self.card, self.name = inner, inner.card, "jitter-ort"
-        self.delays, self.fail_at, self.calls = delays, fail_at, 0
+        self.delays, self.fail_at, self.streams = delays, fail_at, streams
+        self.shared = shared if shared is not None else {"calls": 0, "busy": 0, "most_busy": 0, "closed": 0}
+        self._lock = threading.Lock()
+
+    @property
+    def calls(self):
+        return self.shared["calls"]
 
     def run(self, batch):
-        n, self.calls = self.calls, self.calls + 1
-        if n == self.fail_at:
-            raise RuntimeError(f"model failed on batch {n}")
-        time.sleep(self.delays[n % len(self.delays)])
-        return self.inner.run(batch)
+        with self._lock:
+            n = self.shared["calls"]
+            self.shared["calls"] += 1
+            self.shared["busy"] += 1
+            self.shared["most_busy"] = max(self.shared["most_busy"], self.shared["busy"])
+        try:
+            if n == self.fail_at:
+                raise RuntimeError(f"model failed on batch {n}")
+            time.sleep(self.delays[n % len(self.delays)])
+            return self.inner.run(batch)
+        finally:
+            with self._lock:
+                self.shared["busy"] -= 1
+
+    def concurrent(self, streams):
+        if not self.streams:
+            return None
+        twin = JitterBackend(self.inner.concurrent(streams), self.delays, self.fail_at, shared=self.shared)
+        twin._lock = self._lock
+        return twin
+
+    def close(self):
+        self.shared["closed"] += 1
 
 
 def pipeline_threads():
-    return [t.name for t in threading.enumerate() if t.name in ("capture", "pre", "infer", "post")]
+    return [t.name for t in threading.enumerate() if t.name in ("capture", "pre", "post") or
+            t.name.startswith("infer")]  # fmt: skip
 
 
 def assert_in_order_with_own_labels(seen, count):
@@ -204,6 +232,46 @@ def test_queues_keep_frame_order_and_each_frame_its_own_labels(tmp_path):
     stats = make_pipeline(backend, open_source(str(tmp_path / "v.avi")), [sink], queue_size=2).run()
     assert stats.frames == 30 and stats.dropped == 0 and sink.closed == 1
     assert_in_order_with_own_labels(sink.seen, 30)
+
+
+def test_two_streams_keep_frame_order_and_each_frame_its_own_labels(tmp_path):
+    # Uneven delays make the streams finish out of order: frames must still leave in order with their own labels.
+    write_video(tmp_path / "v.avi", 30)
+    backend = JitterBackend(OrtBackend(make_channel_model(tmp_path / "m.onnx")), (0.03, 0.0, 0.0, 0.02, 0.0),
+                            streams=True)  # fmt: skip
+    sink = RecordingSink()
+    stats = make_pipeline(backend, open_source(str(tmp_path / "v.avi")), [sink], streams=2).run()
+    assert stats.frames == 30 and stats.streams == 2 and stats.to_dict()["streams"] == 2
+    assert backend.shared["most_busy"] == 2  # two runs were in flight at once
+    assert backend.shared["closed"] == 1  # the pipeline closed the concurrent twin, not the backend it was given
+    assert_in_order_with_own_labels(sink.seen, 30)
+    assert pipeline_threads() == []
+
+
+def test_streams_default_two_for_files_one_for_live_and_without_a_concurrent_mode(tmp_path):
+    write_video(tmp_path / "v.avi", 6)
+    model = make_channel_model(tmp_path / "m.onnx")
+    ort_backend = OrtBackend(model)
+    assert ort_backend.concurrent(2) is not None
+    assert make_pipeline(ort_backend, open_source(str(tmp_path / "v.avi")), []).run().streams == 2
+    assert make_pipeline(ort_backend, live(tmp_path / "v.avi", fps=100), [], max_frames=3).run().streams == 1
+    plain = JitterBackend(OrtBackend(model))  # no concurrent mode: one stream, whatever was asked
+    assert make_pipeline(plain, open_source(str(tmp_path / "v.avi")), [], streams=3).run().streams == 1
+    assert make_pipeline(ort_backend, open_source(str(tmp_path / "v.avi")), [], streams=1).run().streams == 1
+    with pytest.raises(FcnDeployError, match="--streams 0"):
+        make_pipeline(ort_backend, open_source(str(tmp_path / "v.avi")), [], streams=0)
+
+
+def test_a_failing_stream_stops_the_run_and_closes_everything(tmp_path):
+    write_video(tmp_path / "v.avi", 30)
+    backend = JitterBackend(OrtBackend(make_channel_model(tmp_path / "m.onnx")), (0.0, 0.01), fail_at=9,
+                            streams=True)  # fmt: skip
+    sink = RecordingSink()
+    with pytest.raises(RuntimeError, match="batch 9"):
+        make_pipeline(backend, open_source(str(tmp_path / "v.avi")), [sink], streams=2).run()
+    assert sink.closed == 1 and backend.shared["closed"] == 1 and pipeline_threads() == []
+    assert len(sink.seen) <= 9
+    assert_in_order_with_own_labels(sink.seen, len(sink.seen))
 
 
 def test_a_failing_stage_drains_the_pipeline_and_closes_the_sinks(tmp_path):

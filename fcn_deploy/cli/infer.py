@@ -33,6 +33,9 @@ log = logging.getLogger("fcn_deploy.infer")
 @click.option("--legend", is_flag=True, help="Draw a legend of the classes present.")
 @click.option("--save-labels", type=click.Path(file_okay=False), help="Folder for raw label PNGs.")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after N frames.")
+@click.option("--streams", type=click.IntRange(min=1),
+              help="Frames in the runtime at once. Default: 2 for a file source on 2+ cores where the backend "
+                   "runs concurrently (ONNX Runtime on the CPU: more FPS, more latency), 1 for a live one.")  # fmt: skip
 @click.option("--stats", "show_stats", is_flag=True, help="Draw FPS/latency on frames; print stats as JSON.")
 @click.option("--open-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="Seconds to wait for a camera/stream to open.")  # fmt: skip
@@ -45,7 +48,7 @@ log = logging.getLogger("fcn_deploy.infer")
 )
 @click.pass_context
 def command(ctx, model, camera, source, backend, device, precision, input_size, native, output, display, visualize, alpha,
-            legend, save_labels, max_frames, show_stats, open_timeout, read_timeout, max_reconnects,
+            legend, save_labels, max_frames, streams, show_stats, open_timeout, read_timeout, max_reconnects,
             trust_engine) -> None:  # fmt: skip
     """Segment live or recorded images with MODEL (.engine, .onnx or .pt) and show/save overlays."""
     from fcn_deploy.chain.backends import open_backend
@@ -102,7 +105,8 @@ def command(ctx, model, camera, source, backend, device, precision, input_size, 
         if not outputs:
             log.info("no --output, --save-labels or display: frames are processed and timed only")
 
-        pipeline = Pipeline(src, net, Visualizer(card, spec), outputs, size, native, max_frames, show_stats)
+        pipeline = Pipeline(src, net, Visualizer(card, spec), outputs, size, native, max_frames, show_stats,
+                            streams=streams)
         stats = pipeline.run()
     finally:
         net.close()

@@ -25,6 +25,7 @@ class Backend(abc.ABC):
       output_kinds   what run() returns beside "labels": a subset of ("logits", "probs")
       device_timing  True when last_device_ms holds the device time of the last run (CUDA events)
       per_layer      True when layer_times() reports per-layer milliseconds
+      concurrent()   a copy for several frames in flight at once (throughput streams), where it has one
     """
 
     name: str = "backend"
@@ -53,6 +54,11 @@ class Backend(abc.ABC):
             f"--per-layer: the {self.name} backend does not report per-layer times; "
             "per-layer timing needs a TensorRT engine (run it on --backend tensorrt)"
         )
+
+    def concurrent(self, streams: int) -> Backend | None:
+        """The same model as a backend whose run() may be called from `streams` threads at once, each run on its
+        share of the cores (the caller closes it); None where this backend has no such mode (the default)."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name}

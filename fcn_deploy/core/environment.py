@@ -20,6 +20,15 @@ LIBRARIES = ("numpy", "onnx", "onnxruntime", "torch", "tensorrt", "cv2")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under taskset or a container's cpuset), not the
+    machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _cpuinfo() -> list[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -75,13 +84,12 @@ def thread_settings() -> dict[str, str]:
 def fingerprint(gpu: dict[str, Any] | None = None) -> dict[str, Any]:
     """The machine and software a measurement ran on; `gpu` comes from the caller (None: no GPU used)."""
     lines = _cpuinfo()
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "platform": platform.platform(),
         "cpu_model": cpu_model(lines),
         "cpu_flags": cpu_flags(lines),
         "cpu_count": os.cpu_count(),
-        "cpu_threads_available": affinity,
+        "cpu_threads_available": usable_cores(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "thread_env": thread_settings(),
         "libraries": library_versions(),

@@ -11,6 +11,7 @@ import numpy as np
 
 from fcn_deploy.core.backend import GraphBackend
 from fcn_deploy.core.card import ModelCard
+from fcn_deploy.core.environment import usable_cores
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
 from fcn_deploy.core.onnx_io import load_onnx
 from fcn_deploy.core.outputs import normalize_outputs
@@ -114,6 +115,7 @@ class OrtBackend(GraphBackend):
         import onnxruntime as ort
 
         in_memory = isinstance(model, bytes)
+        self._model = model
         self.path = None if in_memory else Path(model)
         where = "in-memory ONNX model" if in_memory else str(self.path)
         proto = onnx.load_from_string(model) if in_memory else load_onnx(self.path)
@@ -151,6 +153,16 @@ class OrtBackend(GraphBackend):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         values = self.session.run(self._output_names, {self.card.input_name: batch})
         return normalize_outputs({kind: v for (_, kind), v in zip(self._outputs, values, strict=True)})
+
+    def concurrent(self, streams: int) -> OrtBackend | None:
+        """CPU only: one more session with cores // streams intra-op threads; ONNX Runtime's run() is thread-safe,
+        and each stream's run then computes on its calling thread (with one thread per stream) without the
+        barrier between the parallel sections of every operator, where a pool worker that a capture or encode
+        thread pre-empted stalls the other cores."""
+        if any((p[0] if isinstance(p, tuple) else p) != "CPUExecutionProvider" for p in self.providers):
+            return None
+        return OrtBackend(self._model, providers=self.providers, threads=max(1, usable_cores() // streams),
+                          card=self.card)  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         return {

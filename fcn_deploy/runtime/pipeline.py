@@ -10,6 +10,12 @@ Thread budget: the runtime owns the cores (ONNX Runtime and OpenVINO size their 
 is one thread, and OpenCV's own pool is cut to `opencv_threads` (default 1) for the run: decode, colour
 conversion, drawing and encoding of a frame are sub-millisecond calls that OpenCV would otherwise fan out onto
 the cores the model is computing on.
+
+Streams: a file source (throughput, not latency) runs `streams` frames through the runtime at once where the
+backend has a concurrent mode (Backend.concurrent: ONNX Runtime on the CPU, cores // streams threads each; frames
+leave in order). With one 2-thread run at a time, every operator ends at a barrier, and a pool worker that the
+capture or encode thread pre-empts holds up the other core: two 1-thread streams have no such barrier
+(benchmarks/infer_pipeline.py, README). Live sources keep one stream: a second frame in flight is a frame older.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fcn_deploy.core.backend import Backend
+from fcn_deploy.core.environment import usable_cores
 from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.preprocess import preprocess, resize_labels
 from fcn_deploy.core.shapes import ShapeRange
@@ -106,6 +113,7 @@ class Pipeline:
         queue_size: int = 2,
         on_frame: Callable[[Frame, dict[str, np.ndarray]], None] | None = None,
         opencv_threads: int | None = 1,
+        streams: int | None = None,
     ) -> None:
         self.source, self.backend, self.visualizer, self.sinks = source, backend, visualizer, list(sinks)
         self.card = backend.card
@@ -113,6 +121,11 @@ class Pipeline:
         self.draw_stats = draw_stats
         self.on_frame = on_frame
         self.opencv_threads = opencv_threads  # None: leave OpenCV's pool as it is
+        if streams is not None and streams < 1:
+            raise FcnDeployError(f"--streams {streams}: must be 1 or more")
+        self.streams_asked = streams  # None: auto_streams()
+        self.streams = 1
+        self._runner: Backend = backend
         self.stats = RunStats()
         self.signal_received: int | None = None
         self._stop = threading.Event()
@@ -176,14 +189,65 @@ class Pipeline:
             if not self._put(self._q_pre, (frame, batch)):
                 return
 
+    def auto_streams(self) -> int:
+        """Two frames in flight for a file source on a machine with 2+ cores, else one (see the module doc)."""
+        return 2 if not self.source.live and usable_cores() >= 2 else 1
+
     def _infer(self) -> None:
-        while (item := self._get(self._q_pre)) is not _END:
-            frame, batch = item
-            t0 = time.perf_counter()
-            outputs = self.backend.run(batch)
-            self.stats.add("infer", (time.perf_counter() - t0) * 1000)
-            if not self._put(self._q_inf, (frame, outputs)):
-                return
+        if self.streams == 1:
+            while (item := self._get(self._q_pre)) is not _END:
+                frame, batch = item
+                t0 = time.perf_counter()
+                outputs = self._runner.run(batch)
+                self.stats.add("infer", (time.perf_counter() - t0) * 1000)
+                if not self._put(self._q_inf, (frame, outputs)):
+                    return
+            return
+        take, order = threading.Lock(), threading.Condition()
+        state = {"taken": 0, "turn": 0, "done": False}
+
+        def stream() -> None:
+            while not self._stop.is_set():
+                with take:  # a frame's place in the output order is the order the streams took it in
+                    if state["done"]:
+                        return
+                    item = self._get(self._q_pre)
+                    if item is _END:
+                        state["done"] = True
+                        return
+                    seq = state["taken"]
+                    state["taken"] += 1
+                frame, batch = item
+                t0 = time.perf_counter()
+                outputs = self._runner.run(batch)
+                self.stats.add("infer", (time.perf_counter() - t0) * 1000)
+                with order:
+                    while state["turn"] != seq and not self._stop.is_set():
+                        order.wait(POLL_S)
+                if self._stop.is_set() or not self._put(self._q_inf, (frame, outputs)):
+                    return
+                with order:
+                    state["turn"] += 1
+                    order.notify_all()
+
+        def guarded() -> None:
+            try:
+                stream()
+            except BaseException as e:  # re-raised on the main thread by run()
+                self._errors.append(e)
+                self._stop.set()
+
+        others = [threading.Thread(target=guarded, name=f"infer-{k}", daemon=True) for k in range(1, self.streams)]
+        for t in others:
+            t.start()
+        try:
+            stream()
+        except BaseException:
+            self._stop.set()  # before the join: the other streams may be waiting for this one's turn
+            raise
+        finally:
+            for t in others:
+                t.join()
 
     def _post_draw(self) -> None:
         while (item := self._get(self._q_inf)) is not _END:
@@ -233,6 +297,15 @@ class Pipeline:
             )
         ]
         self.stats = RunStats()
+        self.streams = self.streams_asked or self.auto_streams()
+        if self.streams > 1:
+            runner = self.backend.concurrent(self.streams)
+            if runner is None:
+                log.debug("%s has no concurrent mode: one stream", self.backend.name)
+                self.streams = 1
+            else:
+                self._runner = runner
+        self.stats.streams = self.streams
         cv2 = import_cv2()
         opencv_before = cv2.getNumThreads()
         if self.opencv_threads is not None:
@@ -247,6 +320,9 @@ class Pipeline:
             for t in threads:
                 t.join(timeout=5)
             cv2.setNumThreads(opencv_before)
+            if self._runner is not self.backend:
+                self._runner.close()
+                self._runner = self.backend
             self.stats.finished = time.perf_counter()
             try:
                 for sink in self.sinks:

@@ -26,6 +26,7 @@ class RunStats:
     started: float = field(default_factory=time.perf_counter)
     finished: float | None = None
     interrupted: bool = False
+    streams: int = 1  # frames in flight in the runtime at once (Pipeline's streams)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _recent: list[float] = field(default_factory=list, repr=False)
     _first_done: float | None = field(default=None, repr=False)
@@ -94,13 +95,15 @@ class RunStats:
                 "reconnects": self.reconnects,
                 "timeouts": self.timeouts,
                 "interrupted": self.interrupted,
+                "streams": self.streams,
             }
 
     def summary_line(self) -> str:
         d = self.to_dict()
         stages = "  ".join(f"{s} {d['stage_ms'][s]['mean']:.1f}" for s in STAGES)
         return (
-            f"{d['frames']} frames in {d['wall_s']:.2f} s = {d['fps']:.1f} FPS  |  ms/frame: {stages}  |  "
+            f"{d['frames']} frames in {d['wall_s']:.2f} s = {d['fps']:.1f} FPS"
+            f"{f' ({self.streams} streams)' if self.streams > 1 else ''}  |  ms/frame: {stages}  |  "
             f"latency {d['latency_ms']['mean']:.1f} ms  |  dropped {d['dropped']}  skipped {d['skipped']}  "
             f"reconnects {d['reconnects']}  timeouts {d['timeouts']}"
         )

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from fcn_deploy.core.environment import usable_cores
 from fcn_deploy.core.errors import FcnDeployError
 
 
@@ -46,14 +47,6 @@ def apply_threads(threads: int | None) -> None:
     if threads < 1:
         raise FcnDeployError(f"--threads must be >= 1, got {threads}")
     torch.set_num_threads(threads)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def measure_threads(work: Callable[[], object], candidates: Sequence[int] | None = None,
