@@ -194,15 +194,8 @@ class Pipeline:
         return 2 if not self.source.live and usable_cores() >= 2 else 1
 
     def _infer(self) -> None:
-        if self.streams == 1:
-            while (item := self._get(self._q_pre)) is not _END:
-                frame, batch = item
-                t0 = time.perf_counter()
-                outputs = self._runner.run(batch)
-                self.stats.add("infer", (time.perf_counter() - t0) * 1000)
-                if not self._put(self._q_inf, (frame, outputs)):
-                    return
-            return
+        """`streams` threads (this one included) run frames; with one stream the take/turn bookkeeping is
+        uncontended."""
         take, order = threading.Lock(), threading.Condition()
         state = {"taken": 0, "turn": 0, "done": False}
 
