@@ -157,7 +157,10 @@ class Pipeline:
                 continue
         return _END
 
-    def _worker(self, fn: Callable[[], None], out_q: Any) -> Callable[[], None]:
+    def _worker(self, fn: Callable[[], None], out_q: Any = None) -> Callable[[], None]:
+        """`fn` with its exception kept for run() to re-raise (and the pipeline stopped); a stage thread then
+        passes END on to `out_q`."""
+
         def run() -> None:
             try:
                 fn()
@@ -165,7 +168,8 @@ class Pipeline:
                 self._errors.append(e)
                 self._stop.set()
             finally:
-                self._put(out_q, _END)
+                if out_q is not None:
+                    self._put(out_q, _END)
 
         return run
 
@@ -223,14 +227,8 @@ class Pipeline:
                     state["turn"] += 1
                     order.notify_all()
 
-        def guarded() -> None:
-            try:
-                stream()
-            except BaseException as e:  # re-raised on the main thread by run()
-                self._errors.append(e)
-                self._stop.set()
-
-        others = [threading.Thread(target=guarded, name=f"infer-{k}", daemon=True) for k in range(1, self.streams)]
+        others = [threading.Thread(target=self._worker(stream), name=f"infer-{k}", daemon=True)
+                  for k in range(1, self.streams)]  # fmt: skip
         for t in others:
             t.start()
         try:
