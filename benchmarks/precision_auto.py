@@ -57,6 +57,9 @@ def main() -> None:
     ap.add_argument("--weight-bits", type=int, nargs="*", choices=[7, 8], default=None,
                     help="plain --target onnxruntime INT8 once per value, rows int8-onnxruntime-wN (default: one row, "
                          "the bits this CPU's flags choose)")
+    ap.add_argument("--weight-rounding", nargs="+", choices=["gptq", "nearest"], default=[None],
+                    help="every INT8 row once per value, rows ...-gptq / ...-nearest, for a same-run A/B (default: "
+                         "one row each, quantize's default: gptq with --auto, else nearest)")
     ap.add_argument("--openvino", action="store_true",
                     help="also time every graph on OpenVINO (what --backend auto runs INT8 graphs on; needs openvino)")
     ap.add_argument("--out-dir", type=Path, default=None)
@@ -77,13 +80,14 @@ def main() -> None:
     for target in args.targets:
         for auto in (False, True):
             per_bits = args.weight_bits if target == "onnxruntime" and not auto and args.weight_bits else [None]
-            for bits in per_bits:
-                name = f"int8-{target}" + ("-auto" if auto else "") + (f"-w{bits}" if bits else "")
+            for bits, rounding in ((b, r) for b in per_bits for r in args.weight_rounding):
+                name = (f"int8-{target}" + ("-auto" if auto else "") + (f"-w{bits}" if bits else "")
+                        + (f"-{rounding}" if rounding else ""))  # fmt: skip
                 t0 = time.perf_counter()
                 cfg = QuantizeConfig(model=args.onnx, precision="int8", target=target,
                                      output=out_dir / f"{stem}.{name}.onnx", auto=auto, max_drop=args.max_drop,
                                      metric=args.metric, plan_images=args.plan_images, weight_bits=bits,
-                                     **common)  # fmt: skip
+                                     weight_rounding=rounding, **common)  # fmt: skip
                 try:
                     r = quantize(cfg)
                 except FcnDeployError as e:  # no plan within the budget: recorded, not fatal to the benchmark
@@ -93,6 +97,7 @@ def main() -> None:
                 models[name] = {"path": r.output, "seconds_to_lower": time.perf_counter() - t0,
                                 "kept_fp32_nodes": r.summary["kept_fp32_nodes"],
                                 "weight_bits": r.summary.get("weight_bits"),
+                                "weight_rounding": r.summary.get("weight_rounding"),
                                 "method": r.summary["method"], "method_chosen": r.summary.get("method_chosen"),
                                 "plan": None if plan is None else {k: plan[k] for k in (
                                     "metric", "max_drop", "plan_images", "full_int8", "final", "kept_groups",

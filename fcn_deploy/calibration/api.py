@@ -28,6 +28,7 @@ from fcn_deploy.core.shapes import format_hw
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("int8", "fp16")
+WEIGHT_ROUNDINGS = ("gptq", "nearest")
 PROVENANCE_KEY = "fcn_deploy.precision"  # provenance of a card-less model (the card holds it otherwise)
 
 
@@ -62,6 +63,7 @@ class QuantizeConfig:
     plan_images: int = 32
     strict: bool = False
     weight_bits: int | None = None  # INT8 --target onnxruntime: 7 or 8; None: chosen from this CPU's flags
+    weight_rounding: str | None = None  # INT8: gptq (calibration.gptq) | nearest; None: gptq with --auto, else nearest
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,13 @@ class QuantizeResult:
     summary: dict[str, Any]
     summary_path: Path
     cache_hit: bool
+
+
+def resolve_rounding(rounding: str | None, auto: bool) -> str:
+    """INT8 weight rounding: `rounding`, else GPTQ for --auto (it keeps fewer groups out of INT8 at the same
+    budget: 5 instead of 7 on the CamVid model, 0.64x instead of 0.71x FP32; README) and round-to-nearest
+    otherwise (what every INT8 tool does by default, and 3-4x faster to lower)."""
+    return rounding or ("gptq" if auto else "nearest")
 
 
 def resolve_method(method: str | None, auto: bool) -> str:
@@ -105,6 +114,8 @@ def _check_config(cfg: QuantizeConfig) -> None:
         raise FcnDeployError(f"--max-drop {cfg.max_drop}: must be 0 or more points")
     if cfg.precision == "int8" and cfg.plan_images < 1:
         raise FcnDeployError(f"--plan-images {cfg.plan_images}: must be at least 1")
+    if cfg.weight_rounding is not None and cfg.weight_rounding not in WEIGHT_ROUNDINGS:
+        raise FcnDeployError(f"--weight-rounding {cfg.weight_rounding!r}: choose one of {', '.join(WEIGHT_ROUNDINGS)}")
     if cfg.precision == "int8":
         int8.choose_weight_bits(cfg.target, cfg.weight_bits)  # refuses a bad --weight-bits before any work
     elif cfg.weight_bits is not None:
@@ -251,8 +262,15 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
 
         if cfg.precision == "int8":
             bits, why = int8.choose_weight_bits(cfg.target, cfg.weight_bits)
+            rounded, rounding = None, resolve_rounding(cfg.weight_rounding, cfg.auto)
+            if rounding == "gptq":
+                from fcn_deploy.calibration import gptq
+
+                log.info("GPTQ: Conv input statistics on %d calibration images", min(gptq.IMAGES, len(calib_images)))
+                rounded = gptq.round_weights(prepared, source, _feeds(reader()), bits)
             details = {"target": cfg.target, "method": method, "tool": _ort_tool(), "weight_bits": bits,
-                       "weight_bits_reason": why, "auto": cfg.auto}
+                       "weight_bits_reason": why, "weight_rounding": rounding,
+                       "gptq_weights": len(rounded or {}), "auto": cfg.auto}
             judge, higher = None, []
             plan_card = card or _stand_in_card(model, norm, input_name, plan_images or held_out)
             if method == ranges.BEST:
@@ -260,7 +278,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
 
                 chosen, tensor_ranges, trials = best_method(cfg.model, prepared, tensor_ranges, cfg.target,
                                                             exclude_nodes, plan_images, shapes[0], plan_card,
-                                                            cfg.metric, bits)  # fmt: skip
+                                                            cfg.metric, bits, rounded=rounded)  # fmt: skip
                 details.update(method_chosen=chosen, method_trials=trials)
             if cfg.auto:
                 from fcn_deploy.calibration.plan import search
@@ -269,13 +287,13 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
                               plan_card, cfg.max_drop, cfg.metric, say=log.info,
                               cache=Path(f"{cfg.cache}.sensitivity.json") if cfg.cache else None,
                               cache_key={"calibration": key.digest(), "method": details.get("method_chosen", method)},
-                              weight_bits=bits)  # fmt: skip
+                              weight_bits=bits, rounded=rounded)  # fmt: skip
                 details["auto_plan"] = {**auto.to_dict(), "plan_images_asked": cfg.plan_images}
                 judge, higher = auto.judge, auto.kept_nodes
             from fcn_deploy.calibration.plan import lower_plan
 
             lowered, kept, half = lower_plan(prepared, tensor_ranges, cfg.target, exclude_nodes, higher, bits,
-                                             lambda: ImageReader(plan_images, norm, input_name, shapes))
+                                             lambda: ImageReader(plan_images, norm, input_name, shapes), rounded)
             exclude_nodes = sorted(set(exclude_nodes) | set(higher))
             if half:
                 details["kept_fp16_nodes"] = half
@@ -285,12 +303,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
         else:
             keep = fp16.block_list(prepared, tensor_ranges, cfg.fp16_max_activation, exclude_nodes)
 
-            def feeds():
-                r = reader()
-                while (f := r.get_next()) is not None:
-                    yield f
-
-            lowered, kept = fp16.lower(prepared, keep, feeds)
+            lowered, kept = fp16.lower(prepared, keep, lambda: _feeds(reader()))
             details = {"fp16_max_activation": cfg.fp16_max_activation, "tool": "onnxconverter-common float16"}
 
         provenance = {
@@ -321,6 +334,11 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
     write_text(summary_path, json.dumps(summary, indent=1, default=_json_default) + "\n")
     draw_plan(summary.get("auto_plan"), output.with_suffix(".plan.png"))  # --auto: MODEL.plan.png (matplotlib)
     return QuantizeResult(output, summary, summary_path, cached is not None)
+
+
+def _feeds(reader: ImageReader) -> Any:
+    while (feed := reader.get_next()) is not None:
+        yield feed
 
 
 def _guard(cfg: QuantizeConfig, lowered: Any, images: ImageSet | None, size: tuple[int, int] | None,

@@ -230,11 +230,36 @@ def unquantize_fusable_add_inputs(model: Any) -> list[str]:
     return changed
 
 
+def swap_rounded(model: Any, rounded: dict[str, Any], keep_float: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Point every Conv that gets quantized (not in `keep_float`) at its GPTQ-rounded weights (calibration.gptq) and
+    return the per-channel overrides pinning each channel's range to the original weight's max |w|, so ONNX
+    Runtime's quantizer derives the original scale and turns the grid values into exactly GPTQ's integers. Convs
+    kept in float keep their FP32 weights."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.name in keep_float or len(node.input) < 2 or node.input[1] not in rounded:
+            continue
+        name = node.input[1]
+        new = f"{name}_gptq"
+        if new not in overrides:
+            absmax = np.abs(numpy_helper.to_array(inits[name])).reshape(len(rounded[name]), -1).max(axis=1)
+            model.graph.initializer.append(numpy_helper.from_array(rounded[name], new))
+            overrides[new] = [{"rmin": -float(a), "rmax": float(a)} for a in absmax]
+            overrides[new][0]["axis"] = 0
+        node.input[1] = new
+    return overrides
+
+
 def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclude_nodes: Sequence[str],
-                 weight_bits: int | None = None) -> Any:  # fmt: skip
+                 weight_bits: int | None = None, rounded: dict[str, Any] | None = None) -> Any:  # fmt: skip
     """Insert Q/DQ into `model` (an ONNX ModelProto with inferred shapes) and return the quantized ModelProto.
 
-    weight_bits: 7 or 8 (choose_weight_bits); None: 8 for TensorRT, 7 (portable) for ONNX Runtime."""
+    weight_bits: 7 or 8 (choose_weight_bits); None: 8 for TensorRT, 7 (portable) for ONNX Runtime.
+    rounded: GPTQ-rounded Conv weights for these bits (calibration.gptq.round_weights); None: round to nearest."""
     import numpy as np
     import onnx
     from onnxruntime.quantization import QuantType
@@ -255,10 +280,14 @@ def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclud
     if target == "onnxruntime":
         group_diagonal_deconvs(model)
     op_types = op_types_to_quantize(target)
+    keep_float = set(exclude_nodes) | set(output_producers(model))
+    overrides = swap_rounded(model, rounded, keep_float) if rounded else {}
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": symmetric}
     if target == "tensorrt":
-        extra.update(QuantizeBias=False, OpTypesToExcludeOutputQuantization=op_types,
-                     TensorQuantOverrides=deconv_weight_axis0(model))  # fmt: skip
+        overrides.update(deconv_weight_axis0(model))
+        extra.update(QuantizeBias=False, OpTypesToExcludeOutputQuantization=op_types)
+    if overrides:
+        extra["TensorQuantOverrides"] = overrides
     quantizer = QDQQuantizer(
         model,
         True,  # per_channel
@@ -267,14 +296,15 @@ def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclud
         QuantType.QInt8 if symmetric else QuantType.QUInt8,
         tensors_range,
         [],  # nodes_to_quantize: all that op_types allow
-        sorted(set(exclude_nodes) | set(output_producers(model))),
+        sorted(keep_float),
         op_types,
         extra,
     )
     quantizer.quantize_model()
     if target == "tensorrt":
         unquantize_fusable_add_inputs(quantizer.model.model)
-        _drop_unused_initializers(quantizer.model.model)  # the removed pairs' scales (ORT warns about each)
+    if target == "tensorrt" or rounded:
+        _drop_unused_initializers(quantizer.model.model)  # removed pairs' scales, swapped weights (ORT warns)
     quantizer.model.topological_sort()  # the quantizer appends Q/DQ out of order; parsers and checker need order
     out = quantizer.model.model
     _check_outputs_float(out)

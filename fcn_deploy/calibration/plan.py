@@ -96,6 +96,7 @@ def best_method(
     metric: str | None = None,
     weight_bits: int | None = None,
     say: Callable[[str], None] = log.info,
+    rounded: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, TensorRange], dict[str, dict[str, Any]]]:
     """`--method best`: (method, its ranges, every method's measured full-INT8 drop) for the calibration method
     whose lowering (the default one, `exclude` in FP32) loses least on the held-out plan images, judged like the
@@ -108,7 +109,7 @@ def best_method(
     trials: dict[str, Measurement] = {}
     for method, ranges in by_method.items():
         if ev is None:
-            ev = Evaluator(fp32, prepared, ranges, target, plan_images, size, card, metric, weight_bits)
+            ev = Evaluator(fp32, prepared, ranges, target, plan_images, size, card, metric, weight_bits, rounded)
         ev.ranges = ranges
         trials[method] = ev.measure(sorted(set(exclude)))
     chosen = min(trials, key=lambda m: (trials[m].judged, trials[m].drop))
@@ -137,6 +138,7 @@ def search(
     cache: Path | None = None,
     cache_key: dict[str, Any] | None = None,
     weight_bits: int | None = None,
+    rounded: dict[str, Any] | None = None,
 ) -> Plan:
     """The plan for `prepared` (the calibrated FP32 graph quantize lowers); `fp32` is the FP32 model (path/bytes).
 
@@ -149,13 +151,14 @@ def search(
     metric = metric or ("miou" if plan_images.has_masks else "agreement")
     if metric not in METRICS:
         raise FcnDeployError(f"--metric {metric!r}: choose one of {', '.join(METRICS)}")
-    ev = Evaluator(fp32, prepared, ranges, target, plan_images, size, card, metric, weight_bits)
+    ev = Evaluator(fp32, prepared, ranges, target, plan_images, size, card, metric, weight_bits, rounded)
     base = sorted(set(base_exclude))
     full = ev.measure(base)
     say(f"  auto plan on {len(plan_images)} held-out calibration images ({metric}): full INT8 drops "
         f"{full.drop:.2f} points (up to {full.judged:.2f}, {CONFIDENCE:.0%} bound), budget {max_drop:g}")
     candidates = [g for g in groups(prepared) if g.name not in set(base)]
-    key = {**(cache_key or {}), "target": target, "weight_bits": weight_bits, "kept_precision": higher_precision(target),
+    key = {**(cache_key or {}), "target": target, "weight_bits": weight_bits, "gptq": bool(rounded),
+           "kept_precision": higher_precision(target),
            "base_exclude": base, "plan_ids": list(images.ids), "metric": metric, "judge": JUDGE_VERSION,
            "size": list(size) if size else None, "groups": [list(g.nodes) for g in candidates]}  # fmt: skip
     sens = _load_cached(cache, key, candidates, full) if cache else None
@@ -232,10 +235,11 @@ def _greedy(ev: Evaluator, order: Sequence[Sensitivity], base: list[str], full: 
 
 
 def lower_plan(prepared: Any, tensor_ranges: dict, target: str, exclude: list[str], higher: list[str],
-                bits: int, reader: Callable[[], Any]) -> tuple[Any, list[str], list[str]]:  # fmt: skip
+                bits: int, reader: Callable[[], Any],
+                rounded: dict[str, Any] | None = None) -> tuple[Any, list[str], list[str]]:  # fmt: skip
     """(INT8 graph, nodes in FP32, nodes in FP16): the --auto plan's kept nodes (`higher`) in FP16 for TensorRT,
     as the plan measured them, unless FP16 overflows on the plan images: then they stay FP32 (warned)."""
-    lowered = lower_variant(prepared, tensor_ranges, target, exclude, higher, bits)
+    lowered = lower_variant(prepared, tensor_ranges, target, exclude, higher, bits, rounded)
     if not higher or higher_precision(target) != "fp16":
         return lowered, sorted(set(exclude) | set(higher)), []
 
@@ -249,7 +253,7 @@ def lower_plan(prepared: Any, tensor_ranges: dict, target: str, exclude: list[st
         return lowered, sorted(exclude), sorted(higher)
     log.warning("warning: the --auto plan's FP16 groups overflow at %s on the plan images; keeping them in FP32",
                 ", ".join(bad[:3]))
-    return lower_variant(prepared, tensor_ranges, target, [*exclude, *higher], (), bits), \
+    return lower_variant(prepared, tensor_ranges, target, [*exclude, *higher], (), bits, rounded), \
         sorted(set(exclude) | set(higher)), []
 
 

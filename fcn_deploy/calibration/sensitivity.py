@@ -259,14 +259,15 @@ def higher_precision(target: str) -> str:
 
 
 def lower_variant(prepared: Any, ranges: dict[str, TensorRange], target: str, exclude_nodes: Sequence[str],
-                  higher: Sequence[str] = (), weight_bits: int | None = None) -> Any:  # fmt: skip
+                  higher: Sequence[str] = (), weight_bits: int | None = None,
+                  rounded: dict[str, Any] | None = None) -> Any:  # fmt: skip
     """`prepared` (not modified) lowered to INT8 except `exclude_nodes` (FP32) and `higher` (the plan's kept
-    nodes: unquantized, and FP16 where higher_precision(target) says so)."""
+    nodes: unquantized, and FP16 where higher_precision(target) says so); rounded: GPTQ weights (int8.quantize_qdq)."""
     import onnx
 
     model = onnx.ModelProto()
     model.CopyFrom(prepared)  # quantize_qdq rewrites the graph it is given
-    lowered = int8.quantize_qdq(model, ranges, target, sorted(set(exclude_nodes) | set(higher)), weight_bits)
+    lowered = int8.quantize_qdq(model, ranges, target, sorted(set(exclude_nodes) | set(higher)), weight_bits, rounded)
     if higher and higher_precision(target) == "fp16":
         lowered = fp16.half_nodes(lowered, higher)
     return lowered
@@ -278,12 +279,14 @@ class Evaluator(Judge):
 
     def __init__(self, fp32: str | Path | bytes, prepared: Any, ranges: dict[str, TensorRange], target: str,
                  images: PlanImages, size: tuple[int, int] | None, card: ModelCard, metric: str,
-                 weight_bits: int | None = None) -> None:  # fmt: skip
+                 weight_bits: int | None = None, rounded: dict[str, Any] | None = None) -> None:  # fmt: skip
         super().__init__(fp32, images, size, card, metric)
         self.prepared, self.ranges, self.target, self.weight_bits = prepared, ranges, target, weight_bits
+        self.rounded = rounded
 
     def lower(self, exclude_nodes: Sequence[str], higher: Sequence[str] = ()) -> Any:
-        return lower_variant(self.prepared, self.ranges, self.target, exclude_nodes, higher, self.weight_bits)
+        return lower_variant(self.prepared, self.ranges, self.target, exclude_nodes, higher, self.weight_bits,
+                             self.rounded)  # fmt: skip
 
     def measure(self, exclude_nodes: Sequence[str], higher: Sequence[str] = ()) -> Measurement:
         """exclude_nodes stay FP32; higher: kept by the plan (FP16 for TensorRT, see higher_precision)."""

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fcn_deploy.calibration.api import QuantizeConfig, default_output, resolve_method
+from fcn_deploy.calibration.api import QuantizeConfig, default_output, resolve_method, resolve_rounding
 from fcn_deploy.chain.artifact import Artifact, Parent, Progress, plain, replacing, resolve, to_stderr
 from fcn_deploy.core.atomic import sha256_file
 from fcn_deploy.core.card import ModelCard
@@ -23,7 +23,8 @@ CALIBRATION_FIELDS = tuple(k for k in _DEFAULTS if k not in ("output", "target")
 # Options mismatch() checks against the lowering's provenance, and options that do not change the lowered graph;
 # any other option (exclusions, seed, float ends, mean/std) is not recorded, so a step that sets one lowers again.
 CHECKED = ("calib_data", "calib_dataset", "data_root", "calib_video", "num_images", "method", "calib_shapes",
-           "fp16_max_activation", "auto", "max_drop", "metric", "plan_images", "strict", "weight_bits")  # fmt: skip
+           "fp16_max_activation", "auto", "max_drop", "metric", "plan_images", "strict", "weight_bits",
+           "weight_rounding")  # fmt: skip
 NO_EFFECT = ("cache", "eval_images", "latency_runs", "latency_shape")
 
 
@@ -80,6 +81,7 @@ class LoweredOnnx:
             wanted.update(target=self.target, method=resolve_method(options.get("method"), bool(options.get("auto"))),
                           weight_bits=choose_weight_bits(self.target, options.get("weight_bits"))[0])
             wanted["auto"], rec = bool(options.get("auto")), {**rec, "auto": bool(rec.get("auto"))}
+            wanted["weight_rounding"] = resolve_rounding(options.get("weight_rounding"), wanted["auto"])
             # the INT8 budget, recorded by the --auto plan (fcn_deploy.calibration.plan) or else by the guard
             # (fcn_deploy.calibration.guard); both judge on images held out from the ranges
             auto = bool(options.get("auto"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fcn_deploy.calibration.api import QuantizeConfig, default_output
+from fcn_deploy.calibration.api import WEIGHT_ROUNDINGS, QuantizeConfig, default_output
 from fcn_deploy.calibration.int8 import TARGETS
 from fcn_deploy.calibration.ranges import BEST, METHODS
 
@@ -64,11 +64,13 @@ def _triple(text: str | None, what: str) -> tuple[float, float, float] | None:
               f"lowering (and the --auto plan).  [default: {DEFAULTS.plan_images}]")
 @click.option("--weight-bits", type=click.IntRange(7, 8), help="INT8 --target onnxruntime weight bits "
               "[default: 8 on a CPU with avx512_vnni/avx_vnni/amx_int8, else 7: AVX2 U8S8 kernels saturate].")
+@click.option("--weight-rounding", type=click.Choice(WEIGHT_ROUNDINGS), help="INT8 weights: gptq rounds each Conv "
+              "for the least output error on calibration images, nearest to the nearest grid point.  [default: gptq with --auto, else nearest]")
 @click.option("--strict", is_flag=True, help="INT8: an error (nothing written) instead of a warning past --max-drop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video, num_images, method, calib_shapes,
             target, exclude, cache, output, mean, std, seed, eval_images, fp16_max_activation, auto, max_drop, metric,
-            plan_images, weight_bits, strict, as_json) -> None:
+            plan_images, weight_bits, weight_rounding, strict, as_json) -> None:
     """Lower MODEL.onnx to INT8 or FP16, calibrated on real images, and write a JSON summary beside it."""
     from fcn_deploy.core.errors import FcnDeployError
     from fcn_deploy.core.shapes import parse_hw_list
@@ -79,7 +81,7 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
     if precision is None:
         raise FcnDeployError("choose a precision: --int8 or --fp16")
     int8_options = {"max_drop": max_drop, "metric": metric, "plan_images": plan_images, "weight_bits": weight_bits,
-              "strict": strict or None}
+              "weight_rounding": weight_rounding, "strict": strict or None}
     int8_options = {k: v for k, v in int8_options.items() if v is not None}
     if precision != "int8" and (int8_options or auto):
         flag = "--auto" if auto else f"--{next(iter(int8_options)).replace('_', '-')}"
@@ -110,7 +112,7 @@ def command(model, int8, fp16, calib_data, calib_dataset, data_root, calib_video
         click.echo(json.dumps(s))
         return
     click.echo(f"wrote {result.output} ({s['precision']}"
-               + (f", target {s['target']}, {s['method']}{': ' + s['method_chosen'] if 'method_chosen' in s else ''}, {s['weight_bits']}-bit weights: {s['weight_bits_reason']}"
+               + (f", target {s['target']}, {s['method']}{': ' + s['method_chosen'] if 'method_chosen' in s else ''}, {s['weight_bits']}-bit weights ({s.get('weight_rounding', 'nearest')} rounding): {s['weight_bits_reason']}"
                   if s["precision"] == "int8" else "") + ")")
     click.echo(f"  calibration  {s['num_images']} images from {s['calibration_source']}"
                + (f" ({s['skipped_images']} corrupt skipped)" if s["skipped_images"] else "")
