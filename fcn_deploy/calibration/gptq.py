@@ -75,20 +75,14 @@ def second_moments(model_path: Any, feeds: Iterable[dict[str, np.ndarray]], node
                    images: int = IMAGES) -> dict[str, np.ndarray]:  # fmt: skip
     """H (float64, D x D) per Conv in `nodes`, from its FP32 input on the first `images` feeds."""
     import onnx
-    import onnxruntime as ort
 
-    model = onnx.load(str(model_path))
-    inits = {t.name: t for t in model.graph.initializer}
+    from fcn_deploy.calibration.ranges import tensor_session
+
+    inits = {t.name: t for t in onnx.load(str(model_path)).graph.initializer}
     kernels = {n.name: tuple(inits[n.input[1]].dims[2:]) for n in nodes}
+    del inits
     wanted = sorted({n.input[0] for n in nodes})
-    existing = {o.name for o in model.graph.output}
-    for name in wanted:
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor by its name
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    del model, inits
+    session = tensor_session(model_path, wanted)
     rng = np.random.default_rng(0)
     sums: dict[str, np.ndarray] = {}
     seen = 0

@@ -201,9 +201,9 @@ def _ranges(hists: dict[str, _AbsHistogram], method: str) -> dict[str, TensorRan
     }
 
 
-def _histograms(
-    model_path: Path, feeds: Iterable[dict[str, np.ndarray]], tensors: Sequence[str]
-) -> dict[str, _AbsHistogram]:
+def tensor_session(model_path: Path, tensors: Sequence[str]) -> Any:
+    """An ONNX Runtime CPU session of the model at `model_path` that also outputs `tensors` (graph optimisations
+    off, so every tensor keeps its name)."""
     import onnx
     import onnxruntime as ort
 
@@ -213,9 +213,14 @@ def _histograms(
         if name not in existing:
             model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor by name
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    del model
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _histograms(
+    model_path: Path, feeds: Iterable[dict[str, np.ndarray]], tensors: Sequence[str]
+) -> dict[str, _AbsHistogram]:
+    session = tensor_session(model_path, tensors)
     hists = {name: _AbsHistogram() for name in tensors}
     seen = 0
     for feed in _one_at_a_time(feeds):
