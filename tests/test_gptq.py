@@ -40,11 +40,12 @@ def test_gptq_beats_round_to_nearest_on_correlated_inputs():
     assert output_error(w, q * s, h) < 0.8 * output_error(w, nearest * s, h)
 
 
-def test_quantize_writes_gptqs_integers_on_the_original_grid(tmp_path):
+@pytest.mark.parametrize(("bits", "qmax"), [(8, 127), (7, 64)])  # 7: ONNX Runtime's reduce_range grid
+def test_quantize_writes_gptqs_integers_on_the_original_grid(tmp_path, bits, qmax):
     model_path = fragile_fcn(tmp_path / "m.onnx", fragile=False)
     calib = write_images(tmp_path / "c", 10)
     kw = dict(precision="int8", target="onnxruntime", method="minmax", num_images=8, plan_images=2, latency_runs=1,
-              calib_data=calib, max_drop=100.0, weight_bits=8)  # fmt: skip
+              calib_data=calib, max_drop=100.0, weight_bits=bits)  # fmt: skip
     by_gptq = quantize(QuantizeConfig(model=model_path, output=tmp_path / "g.onnx", weight_rounding="gptq", **kw))
     nearest = quantize(QuantizeConfig(model=model_path, output=tmp_path / "n.onnx", **kw))  # the default without --auto
     assert by_gptq.summary["weight_rounding"] == "gptq" and by_gptq.summary["gptq_weights"] >= 1
@@ -63,7 +64,7 @@ def test_quantize_writes_gptqs_integers_on_the_original_grid(tmp_path):
     qg, sg = conv2_weights(by_gptq.output)
     qn, sn = conv2_weights(nearest.output)
     np.testing.assert_array_equal(sg, sn)  # the grid is pinned to the original per-channel max |w|
-    assert not np.array_equal(qg, qn) and np.abs(qg).max() <= 127
+    assert not np.array_equal(qg, qn) and np.abs(qg).max() <= np.abs(qn).max() == qmax
     # what GPTQ minimises, measured on conv2's FP32 input over the same calibration images
     images, _ = from_folder(calib, 8, 0, 0)
     card = ModelCard.from_onnx(onnx.load(str(model_path)), "m")
