@@ -21,13 +21,13 @@ clipping, and weights_only what the 8- (or 7-) bit weights cost. Prints JSON.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
+from int8_transfer import model_and_data_args  # the same model / dataset / size arguments
 from onnx import numpy_helper
 
 from fcn_deploy.calibration.api import QuantizeConfig, quantize
@@ -78,12 +78,7 @@ def without_activation_rounding(model: onnx.ModelProto, clamp: bool) -> onnx.Mod
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("onnx", type=Path)
-    ap.add_argument("--dataset", default="camvid")
-    ap.add_argument("--data-root", type=Path, required=True)
-    ap.add_argument("--size", default="180x240")
-    ap.add_argument("--num-images", type=int, default=300)
+    ap = model_and_data_args(__doc__.splitlines()[0])
     ap.add_argument("--plan-images", type=int, default=32)
     ap.add_argument("--target", default="onnxruntime", choices=("tensorrt", "onnxruntime"))
     ap.add_argument("--method", default="mse", choices=METHODS)

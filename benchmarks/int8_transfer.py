@@ -36,13 +36,19 @@ def miou(preds: list[np.ndarray], labels: list[np.ndarray], ds) -> float:
     return 100 * metrics_from_matrix(cm.matrix)["mean_iou"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def model_and_data_args(description: str) -> argparse.ArgumentParser:
+    """The arguments every CamVid INT8 study takes: the FP32 model, the dataset, the scoring size, the count."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("onnx", type=Path)
     ap.add_argument("--dataset", default="camvid")
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--size", default="180x240")
     ap.add_argument("--num-images", type=int, default=300)
+    return ap
+
+
+def main() -> None:
+    ap = model_and_data_args(__doc__.splitlines()[0])
     ap.add_argument("--targets", nargs="+", default=["tensorrt", "onnxruntime"])
     args = ap.parse_args()
     size = parse_hw(args.size, "--size")

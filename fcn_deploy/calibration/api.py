@@ -267,7 +267,7 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
                 from fcn_deploy.calibration import gptq
 
                 log.info("GPTQ: Conv input statistics on %d calibration images", min(gptq.IMAGES, len(calib_images)))
-                rounded = gptq.round_weights(prepared, source, _feeds(reader()), bits)
+                rounded = gptq.round_weights(prepared, source, _feeds(reader()), bits, exclude_nodes)
             details = {"target": cfg.target, "method": method, "tool": _ort_tool(), "weight_bits": bits,
                        "weight_bits_reason": why, "weight_rounding": rounding,
                        "gptq_weights": len(rounded or {}), "auto": cfg.auto}

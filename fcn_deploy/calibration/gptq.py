@@ -138,18 +138,20 @@ def gptq(w: np.ndarray, h: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarr
 
 
 def round_weights(model: Any, model_path: Any, feeds: Iterable[dict[str, np.ndarray]], bits: int,
-                  images: int = IMAGES) -> dict[str, np.ndarray]:  # fmt: skip
+                  keep_float: Iterable[str] = (), images: int = IMAGES) -> dict[str, np.ndarray]:  # fmt: skip
     """{weight name: GPTQ-rounded weights as float32 grid values} for every eligible Conv of `model` (the
-    calibrated FP32 graph at `model_path`), its H from `feeds`. A weight that several Convs share, or one whose
-    Conv never saw a non-empty input, keeps round-to-nearest (absent here)."""
+    calibrated FP32 graph at `model_path`) not in `keep_float` (nodes no lowering quantizes: the float ends,
+    --exclude), its H from `feeds`. A weight that several Convs share, or one whose Conv never saw a non-empty
+    input, keeps round-to-nearest (absent here)."""
     from onnx import numpy_helper
 
-    nodes = eligible(model)
+    skip = set(keep_float)
     users: dict[str, int] = {}
     for node in model.graph.node:
         for name in node.input:
             users[name] = users.get(name, 0) + 1
-    nodes = [n for n in nodes if users.get(n.input[1]) == 1]
+    candidates = [n for n in eligible(model) if n.name not in skip]
+    nodes = [n for n in candidates if users.get(n.input[1]) == 1]
     moments = second_moments(model_path, feeds, nodes, images)
     inits = {t.name: t for t in model.graph.initializer}
     qmax = 127 if bits == 8 else 64
@@ -162,5 +164,6 @@ def round_weights(model: Any, model_path: Any, feeds: Iterable[dict[str, np.ndar
         scale[scale == 0] = 1.0  # an all-zero channel stays zero on any grid
         q = gptq(w.reshape(w.shape[0], -1), moments[node.name], scale, qmax)
         out[node.input[1]] = (q * scale[:, None]).reshape(w.shape).astype(np.float32)
-    log.info("GPTQ rounded the weights of %d of %d Convs (%d-bit)", len(out), len(eligible(model)), bits)
+    log.info("GPTQ rounded the weights of %d of the %d Convs INT8 may quantize (%d-bit)", len(out), len(candidates),
+             bits)  # fmt: skip
     return out
