@@ -18,7 +18,7 @@ from fcn_deploy.core.model_config import ModelConfig
 from fcn_deploy.core.onnx_io import load_onnx
 from fcn_deploy.core.shapes import DEFAULT_SHAPES
 from fcn_deploy.export import ExportOptions, export_onnx, model_for_export
-from fcn_deploy.export.resize_upsample import check_fixed_bilinear
+from fcn_deploy.export.fixed_upsample import check_fixed_bilinear, interpolation_matrix
 from fcn_deploy.export.validate import (
     ALLOWED_OPS,
     ExportValidationError,
@@ -26,7 +26,7 @@ from fcn_deploy.export.validate import (
     parity,
     raise_on_failed,
 )
-from fcn_deploy.training.fcn import FCN
+from fcn_deploy.training.fcn import FCN, bilinear_kernel
 
 SIZES = [(1, 1), (17, 17), (33, 47), (64, 96)]
 OPT = (48, 64)
@@ -97,7 +97,7 @@ def test_model_card_round_trip(labels_export) -> None:
     assert card == report.card
     assert [(o.name, o.kind) for o in card.outputs] == [("labels", "labels")]
     assert (card.min_shape, card.opt_shape, card.max_shape) == ((32, 32), OPT, (1088, 1920))
-    assert card.upsample == "deconv" and card.provenance["opset"] == 17 and card.provenance["untrained"]
+    assert card.upsample == "matmul" and card.provenance["opset"] == 17 and card.provenance["untrained"]
     assert card.width == 0.0625 and card.padding == "paper" and card.num_classes == 5
 
 
@@ -132,18 +132,23 @@ def test_head_parity_with_pytorch(tmp_path, variant, padding, head) -> None:
         assert (got["labels"] == ref.argmax(1)).mean() >= 0.9999
 
 
+EXACT_FORMS = {"resize": {"Resize", "Pad"}, "matmul": {"MatMul", "Range"}}
+
+
+@pytest.mark.parametrize("form", EXACT_FORMS)
 @pytest.mark.parametrize(("variant", "padding"), [("fcn8s", "paper"), ("fcn8s", "same"), ("fcn32s", "paper")])
-def test_resize_upsampling_equals_deconv(tmp_path, variant, padding) -> None:
+def test_exact_upsampling_forms_equal_deconv(tmp_path, variant, padding, form) -> None:
     model, card = small(variant, padding)
     deconv, _ = export(tmp_path, "deconv", model, card, head="logits", upsample="deconv")
-    resize, report = export(tmp_path, "resize", model, card, head="logits", upsample="resize")
+    exact, report = export(tmp_path, form, model, card, head="logits", upsample=form)
     assert "ConvTranspose" in {n.op_type for n in onnx.load(str(deconv)).graph.node}
-    ops = {n.op_type: n for n in onnx.load(str(resize)).graph.node}
-    assert "ConvTranspose" not in ops and "Resize" in ops and "Pad" in ops
-    attrs = {a.name: a.s for a in ops["Resize"].attribute if a.type == a.STRING}
-    assert attrs["mode"] == b"linear" and attrs["coordinate_transformation_mode"] == b"half_pixel"
-    assert report.card.upsample == "resize"
-    a, b = session(deconv), session(resize)
+    ops = {n.op_type: n for n in onnx.load(str(exact)).graph.node}
+    assert "ConvTranspose" not in ops and EXACT_FORMS[form] <= set(ops)
+    if form == "resize":
+        attrs = {a.name: a.s for a in ops["Resize"].attribute if a.type == a.STRING}
+        assert attrs["mode"] == b"linear" and attrs["coordinate_transformation_mode"] == b"half_pixel"
+    assert report.card.upsample == form
+    a, b = session(deconv), session(exact)
     rng = np.random.default_rng(3)
     for h, w in [(1, 1), (17, 17), (33, 47), (64, 96)]:
         x = rng.standard_normal((1, 3, h, w), dtype=np.float32)
@@ -152,11 +157,28 @@ def test_resize_upsampling_equals_deconv(tmp_path, variant, padding) -> None:
         assert np.abs(ya - yb).max() <= 1e-5
 
 
+def test_interpolation_matrix_holds_the_deconv_taps() -> None:
+    """Row x of the matmul form's matrix is the 1-D bilinear kernel at tap x + p - s j, bit for bit the weights
+    `bilinear_kernel` gives the deconv (its 2-D kernel is the outer product of it), and 0 off the 2s taps."""
+    for k, s, p in [(4, 2, 1), (16, 8, 4), (16, 8, 0), (64, 32, 0)]:
+        taps = bilinear_kernel(1, k)[0, 0].diagonal().sqrt()  # k1[t]^2 on the diagonal; exact in float32
+        n = 5
+        a = interpolation_matrix(n, s, p, torch.zeros(1))
+        assert a.shape == ((n + 1) * s - 2 * p, n)
+        want = torch.zeros_like(a)
+        for x in range(a.shape[0]):
+            for j in range(n):
+                if 0 <= x + p - s * j < k:
+                    want[x, j] = taps[x + p - s * j]
+        assert torch.equal(a, want), (k, s, p)
+
+
 def test_resize_refused_when_upsampling_is_learned_or_changed(tmp_path) -> None:
     learned = FCN(ModelConfig("fcn8s", 3, 0.0625, "same", learn_upsampling=True))
     card = ModelCard.default("fcn8s", 3)
-    with pytest.raises(FcnDeployError, match="learn_upsampling"):
-        export(tmp_path, "learned", learned, card, upsample="resize")
+    for form in EXACT_FORMS:
+        with pytest.raises(FcnDeployError, match=f"--upsample {form} needs fixed bilinear.*learn_upsampling"):
+            export(tmp_path, "learned", learned, card, upsample=form)
     model, card = small(classes=3)
     with torch.no_grad():
         model.upscore8.weight.mul_(1.01)
@@ -165,13 +187,13 @@ def test_resize_refused_when_upsampling_is_learned_or_changed(tmp_path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-def test_upsample_auto_is_resize_where_exact_and_deconv_where_learned(tmp_path) -> None:
-    """`--upsample auto`: the exact Resize form for fixed bilinear kernels, the deconvs for learned ones (where
-    `--upsample resize` is refused), and the card says which was written."""
+def test_upsample_auto_is_matmul_where_exact_and_deconv_where_learned(tmp_path) -> None:
+    """`--upsample auto`: the exact MatMul form for fixed bilinear kernels, the deconvs for learned ones (where
+    the exact forms are refused), and the card says which was written."""
     model, card = small(padding="same")
     path, report = export(tmp_path, "auto", model, card, upsample="auto")
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert report.card.upsample == "resize" and "Resize" in ops and "ConvTranspose" not in ops
+    assert report.card.upsample == "matmul" and "MatMul" in ops and "ConvTranspose" not in ops
     learned = FCN(ModelConfig("fcn8s", 3, 0.0625, "same", learn_upsampling=True))
     path, report = export(tmp_path, "learned", learned, ModelCard.default("fcn8s", 3), upsample="auto")
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}

@@ -1,6 +1,7 @@
 """The ONNX Runtime INT8 target's grouped-upsampling rewrite on a shared weight (onnxslim shares one initializer
 between FCN-8s' identical upsamplings): every user is rewritten, the output is unchanged, and the lowered graph's
-shapes infer cleanly in strict mode (no MergeShapeInfo conflict, no 1-channel deconv broadcast over classes)."""
+shapes infer cleanly in strict mode (no MergeShapeInfo conflict, no 1-channel deconv broadcast over classes); and the
+matmul upsampling's shape-computed matrices, which no lowering may quantize."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from fcn_deploy.calibration.api import QuantizeConfig, quantize
+from fcn_deploy.calibration.int8 import float_ends as float_ends_of
 from fcn_deploy.calibration.int8 import group_diagonal_deconvs
 from fcn_deploy.cli import main
+from fcn_deploy.core.onnx_io import shape_only_nodes
 
 
 def test_shared_diagonal_weight_is_grouped_for_every_user():
@@ -69,3 +73,57 @@ def test_lowered_fcn8s_shapes_infer_cleanly(tmp_path):
     a = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
     b = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
     assert np.mean(a == b) > 0.9
+
+
+@pytest.fixture(scope="module")
+def matmul_fcn8s(tmp_path_factory):
+    """A small FCN-8s exported with the matmul upsampling (interpolation matrices computed from shapes)."""
+    path = tmp_path_factory.mktemp("mm") / "m.onnx"
+    r = CliRunner().invoke(main, ["export", "--variant", "fcn8s", "--width", "0.0625", "--num-classes", "4",
+                                  "--padding", "same", "--upsample", "matmul", "-o", str(path)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+@pytest.mark.parametrize("float_ends", [True, False])
+def test_matmul_upsampling_is_never_quantized_as_an_activation(matmul_fcn8s, tmp_path, target, float_ends):
+    """The nodes that build the interpolation matrices read only shapes: no lowering puts Q/DQ on them (ORT's
+    flavour would quantize their Relu/Div), and the head walk of float_ends follows the MatMuls' data input (the
+    matrix is input 0 of the height pass) back to score_fr, so the decoder stays float."""
+    fp32 = onnx.load(str(matmul_fcn8s))
+    shape_only = set(shape_only_nodes(fp32))
+    assert {n.name for n in fp32.graph.node if n.op_type == "Range"} <= shape_only
+    ends = set(float_ends_of(fp32))
+    assert {n.name for n in fp32.graph.node if n.op_type == "MatMul"} <= ends and "/model/score_fr/Conv" in ends
+    out = tmp_path / "m.int8.onnx"
+    quantize(QuantizeConfig(model=matmul_fcn8s, precision="int8", output=out, target=target,
+                            calib_dataset="synthetic:train", num_images=4, float_ends=float_ends,
+                            latency_runs=1))  # fmt: skip
+    lowered = onnx.load(str(out))
+    dq_out = {n.output[0] for n in lowered.graph.node if n.op_type == "DequantizeLinear"}
+    for node in lowered.graph.node:
+        if node.name in shape_only:
+            assert not dq_out & set(node.input), node.name
+        if node.op_type == "MatMul" and float_ends:
+            assert not dq_out & set(node.input), node.name
+    assert dq_out  # the trunk is quantized
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    a = ort.InferenceSession(str(matmul_fcn8s), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    b = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert a.shape == b.shape == (1, 64, 64) and np.mean(a == b) > 0.9
+
+
+@pytest.mark.slow
+def test_matmul_upsampling_lowers_to_fp16(matmul_fcn8s, tmp_path):
+    """FP16 retypes the matrices' int-to-float Casts (fp16.retype_float_casts): the graph loads and agrees."""
+    out = tmp_path / "m.fp16.onnx"
+    quantize(QuantizeConfig(model=matmul_fcn8s, precision="fp16", output=out, calib_dataset="synthetic:train",
+                            num_images=4, latency_runs=1))  # fmt: skip
+    casts = [n for n in onnx.load(str(out)).graph.node if n.op_type == "Cast" and "upscore8" in n.name]
+    assert casts and all(a.i == TensorProto.FLOAT16 for n in casts for a in n.attribute if a.name == "to")
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    a = ort.InferenceSession(str(matmul_fcn8s), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    b = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert np.mean(a == b) > 0.99

@@ -16,7 +16,7 @@ import numpy as np
 
 from fcn_deploy.calibration.ranges import TensorRange
 from fcn_deploy.core.errors import FcnDeployError, MissingDependencyError
-from fcn_deploy.core.onnx_io import elem_types
+from fcn_deploy.core.onnx_io import elem_types, shape_only_nodes
 
 DATA_MAX = 512.0
 FP16_MAX = 65504.0
@@ -34,11 +34,12 @@ def block_list(
         if init.data_type == 1 and np.abs(numpy_helper.to_array(init)).max(initial=0.0) > FP16_MAX
     }
     keep = set(exclude_nodes)
+    shape_only = set(shape_only_nodes(model))  # their big values are tap distances, harmless in FP16
     for node in model.graph.node:
         if big_weights & set(node.input):
             keep.add(node.name)
         # a big input would be cast to FP16 on its way in, a big output overflow inside the node
-        if any(name in absmax and absmax[name].amax > data_max for name in (*node.input, *node.output)):
+        if node.name not in shape_only and any(name in absmax and absmax[name].amax > data_max for name in (*node.input, *node.output)):
             keep.add(node.name)
     return sorted(keep)
 
@@ -106,7 +107,23 @@ def convert(model: Any, keep_fp32: Sequence[str]) -> Any:
             op_block_list=fp16_op_block_list(float16),
         )
     float_resize_params(converted)
+    retype_float_casts(converted)
     return onnx.shape_inference.infer_shapes(converted)
+
+
+def retype_float_casts(model: Any) -> None:
+    """The converter retypes a Cast's output to FP16 but leaves its `to` at FLOAT (the matmul upsampling casts its
+    integer tap distances to float): cast straight to FP16 there. Exact where it matters: the distances that survive
+    its Relu are below 2 * stride (larger ones, rounded above 2048, still give 0)."""
+    import onnx
+
+    types = elem_types(model)
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    for node in model.graph.node:
+        if node.op_type == "Cast" and types.get(node.output[0]) == half:
+            for a in node.attribute:
+                if a.name == "to" and a.i == single:
+                    a.i = half
 
 
 def half_nodes(model: Any, nodes: Sequence[str]) -> Any:

@@ -33,6 +33,7 @@ from typing import Any
 
 from fcn_deploy.calibration.ranges import TensorRange
 from fcn_deploy.core.errors import FcnDeployError
+from fcn_deploy.core.onnx_io import data_tensors, shape_only_nodes
 
 TARGETS = ("tensorrt", "onnxruntime")
 WEIGHT_BITS = (7, 8)
@@ -119,12 +120,14 @@ def float_ends(model: Any) -> list[str]:
     inputs = {i.name for i in model.graph.input}
     keep = [n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose") and inputs & set(n.input)]
     producer = {out: n for n in model.graph.node for out in n.output}
+    data = data_tensors(model)
     todo = [n for n in model.graph.node if {o.name for o in model.graph.output} & set(n.output)]
-    while todo:  # walk back along each node's data input (input 0) to the last Conv
+    while todo:  # walk back along each node's first data input (the skip Adds' upsampled one) to the last Conv
         node = todo.pop()
         keep.append(node.name)
-        if node.op_type != "Conv" and node.input and node.input[0] in producer:
-            todo.append(producer[node.input[0]])
+        first = next((i for i in node.input if i in data), None)
+        if node.op_type != "Conv" and first in producer:
+            todo.append(producer[first])
     return sorted(set(keep))
 
 
@@ -280,7 +283,7 @@ def quantize_qdq(model: Any, ranges: dict[str, TensorRange], target: str, exclud
     if target == "onnxruntime":
         group_diagonal_deconvs(model)
     op_types = op_types_to_quantize(target)
-    keep_float = set(exclude_nodes) | set(output_producers(model))
+    keep_float = set(exclude_nodes) | set(output_producers(model)) | set(shape_only_nodes(model))
     overrides = swap_rounded(model, rounded, keep_float) if rounded else {}
     extra: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": symmetric}
     if target == "tensorrt":

@@ -38,8 +38,9 @@ DYNAMIC = ",".join(DEFAULT_DYNAMIC)
 @click.option("--head", type=click.Choice(HEADS), default=DEFAULT_HEAD, show_default=True,
               help="labels: int32 class map (ArgMax in the graph); logits/probs: class scores; labels+probs: both.")  # fmt: skip
 @click.option("--upsample", type=click.Choice(UPSAMPLE_MODES), default=DEFAULT_UPSAMPLE, show_default=True,
-              help="resize: fixed bilinear deconvs as exact Pad+Resize+Slice (faster on ONNX Runtime, TensorRT INT8 friendly); "
-                   "auto: resize where exact (fixed kernels), else deconv.")  # fmt: skip
+              help="The fixed bilinear deconvs as an exact other form: matmul (two MatMuls per upsampling, fastest on "
+                   "the CPU runtimes), resize (Pad+Resize+Slice, TensorRT INT8 friendly); auto: matmul where exact "
+                   "(fixed kernels), else deconv.")  # fmt: skip
 @click.option("--simplify/--no-simplify", default=True, show_default=True, help="Simplify the graph with onnxslim.")
 @click.option("--check-sizes", default=None, metavar="HxW,...", help="Parity check sizes [opt, half, odd].")
 @click.option("--json", "as_json", is_flag=True, help="Print the export report as one JSON object.")

@@ -89,3 +89,22 @@ def elem_types(model: Any) -> dict[str, int]:
     types = {vi.name: vi.type.tensor_type.elem_type for vi in (*g.input, *g.value_info, *g.output)}
     types.update((t.name, t.data_type) for t in g.initializer)
     return types
+
+
+def data_tensors(model: Any) -> set[str]:
+    """Tensors computed from the graph inputs' values; a Shape's output (and what is computed from shapes and
+    constants alone, such as the matmul upsampling's interpolation matrices) is not data."""
+    data = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
+    for node in model.graph.node:  # topologically sorted
+        if node.op_type != "Shape" and data & set(node.input):
+            data.update(node.output)
+    return data
+
+
+def shape_only_nodes(model: Any) -> list[str]:
+    """Nodes that read no data (shape arithmetic, interpolation matrices): their float outputs are weights that
+    depend on the input size, not activations, so INT8 never quantizes them and FP16 keeps them FP32 (the
+    converter would retype a Cast's output but not its `to`)."""
+    data = data_tensors(model)
+    return [n.name for n in model.graph.node if n.name and not data & set(n.input)]
+

@@ -31,9 +31,9 @@ from fcn_deploy.core.model_config import ModelConfig
 from fcn_deploy.core.onnx_io import stamp_weights
 from fcn_deploy.core.shapes import DEFAULT_SHAPES, ShapeRange, format_hw
 from fcn_deploy.export import validate
+from fcn_deploy.export.fixed_upsample import resolve_upsample, with_fixed_upsampling
 from fcn_deploy.export.heads import ExportHead, output_axes, output_specs
 from fcn_deploy.export.options import DYNAMIC_DIMS, ExportOptions
-from fcn_deploy.export.resize_upsample import resolve_upsample, with_resize_upsampling
 from fcn_deploy.training.fcn import FCN, build_model
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def to_onnx_model(model: FCN, options: ExportOptions, trace_hw: tuple[int, int])
     """The raw (unchecked, card-less) ONNX ModelProto of `model` with the head and upsampling of `options`."""
     import onnx
 
-    net = with_resize_upsampling(model) if options.upsample == "resize" else model
+    net = model if options.upsample == "deconv" else with_fixed_upsampling(model, options.upsample)
     wrapper = ExportHead(net, options.head).eval()
     specs = output_specs(options.head)
     dims = {} if options.static_shape else {DYNAMIC_DIMS[d]: d for d in options.dynamic}

@@ -23,12 +23,13 @@ from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.core.shapes import format_hw
 
 # Every op type our exports may contain; onnx-tensorrt's docs/operators.md lists each as supported since TensorRT
-# 8.4, so TensorRT 10.3 and later parse them all.
+# 8.4, so TensorRT 10.3 and later parse them all (Range with computed bounds: integer only, which is all the
+# matmul upsampling uses).
 ALLOWED_OPS = frozenset(
     {
-        "Add", "ArgMax", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv",
-        "ConvTranspose", "Div", "Expand", "Gather", "Identity", "MaxPool", "Mul", "Pad", "Relu", "Reshape",
-        "Resize", "Shape", "Slice", "Softmax", "Squeeze", "Sub", "TopK", "Transpose", "Unsqueeze",
+        "Abs", "Add", "ArgMax", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv",
+        "ConvTranspose", "Div", "Expand", "Gather", "Identity", "MatMul", "MaxPool", "Mul", "Pad", "Range", "Relu",
+        "Reshape", "Resize", "Shape", "Slice", "Softmax", "Squeeze", "Sub", "TopK", "Transpose", "Unsqueeze",
     }
 )  # fmt: skip
 # onnx-tensorrt's restrictions: these inputs must be initializers (or Constant outputs) for the parser.

@@ -59,7 +59,7 @@ _NP = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", 
        "INT64": "int64"}  # fmt: skip
 # Operators the TensorRT ONNX parser imports (onnx-tensorrt's operators.md, the ones an FCN can contain).
 _SUPPORTED_OPS = frozenset(
-    "Add ArgMax AveragePool BatchNormalization Cast Clip Concat Constant ConstantOfShape Conv ConvTranspose Div "
+    "Abs Add ArgMax AveragePool BatchNormalization Cast Clip Concat Constant ConstantOfShape Conv ConvTranspose Div "
     "DequantizeLinear Dropout Equal Expand Flatten Gather Gemm GlobalAveragePool Identity LeakyRelu MatMul Max "
     "MaxPool Min Mul Pad QuantizeLinear Range ReduceMax ReduceMean Relu Reshape Resize Shape Sigmoid Slice "
     "Softmax Split Squeeze Sub Tanh TopK Transpose Unsqueeze Where".split()
