@@ -96,3 +96,11 @@ def test_cli_stale_cache(model, tmp_path):
     r = invoke(model, "--int8", "--calib-data", calib, "--cache", cache, "--num-images", 2, "-o", tmp_path / "x.onnx")
     assert_one_line_error(r, "stale calibration cache", "num_images")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_dataset_with_other_classes(model, tmp_path):
+    """A 3-class model calibrated on the 4-class synthetic dataset: refused before calibrating (the held-out
+    scoring would otherwise fail deep inside the metric)."""
+    r = invoke(model, "--int8", "--calib-dataset", "synthetic:train", "--num-images", 4)
+    assert_one_line_error(r, "4 classes", "predicts 3", "trained on")
+    assert not (tmp_path / "m.int8.onnx").exists()

@@ -206,6 +206,12 @@ def quantize(cfg: QuantizeConfig) -> QuantizeResult:
             log.warning("%s: too few layers to keep the first conv and the output head in FP32; quantizing all",
                         cfg.model)
     calib_images, held_out = _select_images(cfg)
+    classes = calib_images.num_classes if calib_images.has_masks else None
+    if card is not None and classes is not None and classes != card.num_classes:
+        raise FcnDeployError(
+            f"{calib_images.source}: its masks have {classes} classes, but {cfg.model} predicts {card.num_classes}; "
+            "calibrate on the dataset the model was trained on"
+        )
     plan_images = None  # INT8: held out from the ranges to judge the lowering (guard) and the --auto plan
     if cfg.precision == "int8" and (cfg.auto or len(calib_images) >= 2):
         from fcn_deploy.calibration.sensitivity import split_for_plan
