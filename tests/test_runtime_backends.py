@@ -182,3 +182,50 @@ def test_outputs_equal_a_bare_session_bit_for_bit(tmp_path):
     wide = np.zeros((2, 3, 40, 112), np.float32)
     wide[..., ::2] = batch
     np.testing.assert_array_equal(ours.run(wide[..., ::2])["logits"], logits)
+
+
+def _float_conv_pool_then_int8() -> bytes:
+    """conv (FP32) -> relu -> maxpool -> Q/DQ -> conv: the border an --auto plan leaves after a group kept in FP32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("w1", (16, 3, 3, 3)), ("w2", (16, 16, 3, 3)))]  # fmt: skip
+    inits += [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.uint8(0), "z")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("QuantizeLinear", ["p1", "s", "z"], ["q"], name="q"),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq"),
+        helper.make_node("Conv", ["dq", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(nodes, "border", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], inits)  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_sessions_keep_the_pool_before_an_int8_border_in_float(tmp_path):
+    """ONNX Runtime's QDQ propagation would move the Q before the MaxPool (a slow uint8 NCHW pool); our sessions
+    disable it (ort_backend.DISABLED_OPTIMIZERS). Read off the graph ONNX Runtime optimised."""
+    import onnxruntime as ort
+
+    from fcn_deploy.runtime.ort_backend import cpu_session_options, inference_session
+
+    data = _float_conv_pool_then_int8()
+
+    def pool_input_producer(session_of) -> str:
+        opts = cpu_session_options(1)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # no layout rewrite
+        opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+        session_of(opts)
+        g = onnx.load(str(tmp_path / "opt.onnx")).graph
+        producer = {o: n.op_type for n in g.node for o in n.output}
+        pool = next(n for n in g.node if n.op_type == "MaxPool")
+        return producer[pool.input[0]]
+
+    cpu = ["CPUExecutionProvider"]
+    assert pool_input_producer(lambda o: ort.InferenceSession(data, o, providers=cpu)) == "QuantizeLinear"
+    assert pool_input_producer(lambda o: inference_session(data, o, cpu)) != "QuantizeLinear"

@@ -82,6 +82,21 @@ SESSION_CONFIG = {
 }
 
 
+# ONNX Runtime's QDQ propagation moves a QuantizeLinear back across a float MaxPool, which turns the pool at every
+# FP32 -> INT8 border of an `--auto` plan into a uint8 MaxPool in NCHW: a slow kernel (3.6-5 ms where the NHWC
+# uint8 and the NCHWc float pools take 0.1-1 ms; CamVid model, 360x480). The quantizer already put every Q/DQ where
+# it belongs, so nothing else is lost: CamVid (2-core AMX Xeon, one interleaved run) auto plan 40.3 -> 34.7 ms,
+# plain INT8 32.8 / 32.5 ms, FP32 65.4 / 65.4 ms, labels identical (Q commutes with max).
+DISABLED_OPTIMIZERS = ("QDQPropagationTransformer",)
+
+
+def inference_session(data: bytes, options: Any, providers: list[Any]) -> Any:
+    """An onnxruntime.InferenceSession the way every fcn-deploy ONNX Runtime backend opens one."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(data, options, providers=providers, disabled_optimizers=list(DISABLED_OPTIMIZERS))
+
+
 def cpu_session_options(threads: int | None = None) -> Any:
     """The one set of ONNX Runtime session options fcn-deploy runs with (inference, profile, quantize summary)."""
     import onnxruntime as ort
@@ -129,7 +144,7 @@ class OrtBackend(GraphBackend):
             if isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider" and "trt_engine_cache_path" in p[1]:
                 Path(p[1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
         try:
-            self.session = ort.InferenceSession(data, cpu_session_options(threads), providers=self.providers)
+            self.session = inference_session(data, cpu_session_options(threads), self.providers)
         except (
             Exception
         ) as e:  # ORT's typed errors (InvalidGraph, Fail, ...) all mean this file cannot run here
