@@ -34,13 +34,17 @@ from fcn_deploy.core.errors import FcnDeployError
 from fcn_deploy.training.fcn import FCN, bilinear_kernel
 
 
-class ResizeUpsample(nn.Module):
+class FixedUpsample(nn.Module):
     """Drop-in for a fixed bilinear nn.ConvTranspose2d(C, C, 2s, stride s, padding p, bias=False)."""
 
     def __init__(self, stride: int, padding: int) -> None:
         super().__init__()
         self.stride = stride
         self.padding = padding
+
+
+class ResizeUpsample(FixedUpsample):
+    """Pad -> Resize(linear, half_pixel) -> Slice."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, p = self.stride, self.padding
@@ -61,13 +65,8 @@ def interpolation_matrix(n: torch.Tensor | int, stride: int, padding: int, like:
     return torch.relu(1 - (rows[:, None] - cols[None, :]).abs().to(like.dtype) / (2 * s))
 
 
-class MatmulUpsample(nn.Module):
-    """Drop-in for a fixed bilinear nn.ConvTranspose2d(C, C, 2s, stride s, padding p, bias=False): A_h X A_w^T."""
-
-    def __init__(self, stride: int, padding: int) -> None:
-        super().__init__()
-        self.stride = stride
-        self.padding = padding
+class MatmulUpsample(FixedUpsample):
+    """A_h X A_w^T."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a_h = interpolation_matrix(x.shape[2], self.stride, self.padding, x)
