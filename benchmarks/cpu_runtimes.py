@@ -3,9 +3,12 @@
 Prints one JSON object: the CPU (model, VNNI/AMX/BF16 flags, load average before and after), library versions
 and, per model, the median latency of every row and its ratio to our ORT FP32 row (of medians, and paired: the
 median of the per-round ratios), all rows interleaved (A B C ... B C A ...: the order rotates, and a 50 ms pause
-precedes each call, as in backend_overhead.py: ORT's default idle workers keep spinning after a run and slowed
+precedes each turn, as in backend_overhead.py: ORT's default idle workers keep spinning after a run and slowed
 whichever row came next, which made our backend look 33-41% slower than a bare session on the AVX2 EPYC) so that
-the load of the shared machine hits them alike; ratios are only meaningful inside one run. Models (untrained weights: speed
+the load of the shared machine hits them alike; ratios are only meaningful inside one run. Each turn is one cold
+call (after the pause: what a camera-paced pipeline sees; the plain columns) and --warm-calls back-to-back ones
+(a video file or a busy stream; the warm_* columns): a call after an idle pause costs this VM a fixed few ms,
+which hides most of a fast row's difference to another. Models (untrained weights: speed
 does not depend on them; score layers are random, so the agreement column against ORT FP32 on one random input
 checks the precision paths, not CamVid accuracy):
 
@@ -15,7 +18,9 @@ checks the precision paths, not CamVid accuracy):
 
 INT8 rows run both Q/DQ flavours of `fcn-deploy quantize` (calibrated on a few noise images with minmax ranges:
 scales matter for accuracy, not speed): `trt` (int8 activations, 8-bit weights, for TensorRT) and `ort` (uint8
-activations, 7-bit weights, for ONNX Runtime's CPU kernels), each on both runtimes.
+activations, 8-bit weights on VNNI/AMX, 7 on AVX2 alone, for ONNX Runtime's CPU kernels), each on both runtimes.
+On a CPU with AMX-BF16, `+bf16` rows run the INT8 graphs on OpenVINO with their float layers (first conv, decoder)
+in BF16: our backend's default there (openvino_backend.default_precision), and OpenVINO's own.
 
 With `--checkpoint CK.pt --data-root CAMVID` a third model, `trained`, is the checkpoint's (trained weights): its
 INT8 rows are calibrated on --calib-images CamVid train images (entropy), and every one of our backends' rows also
@@ -40,12 +45,12 @@ import numpy as np
 import onnxruntime as ort
 import openvino as ov
 import torch
-from backend_overhead import interleave  # rotating row order, a settle pause before each call
+from backend_overhead import interleave_bursts  # rotating row order, a settle pause before each call
 from PIL import Image
 
 from fcn_deploy.calibration.api import QuantizeConfig, quantize
 from fcn_deploy.core.datasets import build_dataset
-from fcn_deploy.core.environment import fingerprint
+from fcn_deploy.core.environment import cpu_flags, fingerprint
 from fcn_deploy.core.metrics import pixel_agreement
 from fcn_deploy.core.scoring import score
 from fcn_deploy.core.shapes import parse_hw
@@ -98,7 +103,7 @@ def bare_openvino(path: Path, hint: str, shape: tuple[int, ...]):
 
 def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dict,
                 checkpoint: Path | None = None, data_root: Path | None = None,
-                upsample: str = DEFAULT_UPSAMPLE) -> dict:  # fmt: skip
+                upsample: str = DEFAULT_UPSAMPLE, warm_calls: int = 2) -> dict:  # fmt: skip
     model, path, export_s = export(name, hw, tmp, checkpoint, upsample)
     t = time.perf_counter()
     int8 = {
@@ -111,6 +116,7 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dic
     xt = torch.from_numpy(x)
     cache = tmp / "ov-cache"
     bf16 = bf16_refusal() is None
+    amx_bf16 = bool((cpu_flags() or {}).get("amx_bf16"))
 
     @torch.no_grad()
     def eager(_x):
@@ -142,11 +148,14 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dic
         rows[f"ort_ours/int8-{flavour}"] = ours(OrtBackend(p))
         rows[f"openvino_bare/int8-{flavour}"] = bare_openvino(p, "f32", shape)
         rows[f"openvino_ours/int8-{flavour}"] = ours(OpenVinoBackend(p, "fp32", cache_root=cache))
+        if amx_bf16:  # the float layers (first conv, decoder) in BF16: OpenVINO's own default on AMX
+            rows[f"openvino_bare/int8-{flavour}+bf16"] = bare_openvino(p, "bf16", shape)
+            rows[f"openvino_ours/int8-{flavour}+bf16"] = ours(OpenVinoBackend(p, cache_root=cache))
     reference = rows["ort_bare/fp32"](x)
     labels = {k: np.asarray(fn(x)).reshape(reference.shape) for k, fn in rows.items()}  # warm-up + agreement
     for fn in rows.values():
         fn(x)
-    times = interleave(rows, x, runs)
+    times, warm = interleave_bursts(rows, x, runs, warm_calls)
     medians = {k: statistics.median(v) for k, v in times.items()}
     base = medians["ort_ours/fp32"]
     table = {
@@ -156,9 +165,11 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dic
             "x_ort_fp32_ours": round(medians[k] / base, 3),
             "x_ort_fp32_ours_paired": round(paired(times, k, "ort_ours/fp32"), 3),
             "agreement_vs_ort_fp32": round(float(pixel_agreement(labels[k], reference)), 4),
+            **({"warm_median_ms": round(statistics.median(warm[k]), 1),
+                "warm_x_ort_fp32_ours_paired": round(paired(warm, k, "ort_ours/fp32"), 3)} if warm_calls else {}),
         }
         for k in rows
-    }
+    }  # fmt: skip
     overhead = {
         f"{rt}/{p}": round(100 * (medians[f"{rt}_ours/{p}"] / medians[f"{rt}_bare/{p}"] - 1), 2)
         for rt, p in [(k.split("_")[0], k.split("/")[1]) for k in rows if "_ours/" in k]
@@ -178,6 +189,8 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dic
         "ours_over_bare_pct": overhead,
         "fastest": min(medians, key=medians.get),
         **({"ours_int8_over_bf16": int8_over_bf16(times, medians)} if bf16 else {}),
+        **({"ours_int8_over_bf16_warm": int8_over_bf16(warm, {k: statistics.median(v) for k, v in warm.items()})}
+           if bf16 and warm_calls else {}),  # fmt: skip
     }
 
 
@@ -221,6 +234,8 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, help="CamVid folder: INT8 calibration (train) and accuracy (val)")
     ap.add_argument("--calib-images", type=int, default=100)
     ap.add_argument("--upsample", default=DEFAULT_UPSAMPLE, choices=UPSAMPLE_MODES, help="export's --upsample")
+    ap.add_argument("--warm-calls", type=int, default=2,
+                    help="back-to-back calls after each row's first (cold) call: the warm_* columns; 0: none")
     args = ap.parse_args()
     if "trained" in args.models and not (args.checkpoint and args.data_root):
         raise SystemExit("--models trained needs --checkpoint CK.pt and --data-root CAMVID")
@@ -253,7 +268,7 @@ def main() -> None:
             trained = name == "trained"
             result["models"].append(bench_model(name, hw, args.runs, tmp, camvid if trained else noise,
                                                 args.checkpoint if trained else None, args.data_root,
-                                                args.upsample))
+                                                args.upsample, args.warm_calls))
     result["loadavg_after"] = os.getloadavg()
     result["libraries"] = {**fingerprint()["libraries"], "openvino": ov.__version__}
     print(json.dumps(result, indent=1))

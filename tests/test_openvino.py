@@ -20,6 +20,7 @@ from fcn_deploy.runtime.openvino_backend import (  # noqa: E402 - after the skip
     bf16_refusal,
     cache_dir_for,
     check_precision,
+    default_precision,
 )
 from fcn_deploy.runtime.ort_backend import OrtBackend  # noqa: E402
 
@@ -190,6 +191,37 @@ def test_int8_qdq_graph_runs_int8_kernels(tmp_path, cache):
         if op.get_rt_info()["layerType"].astype(str) == "Convolution"
     }
     assert precisions & {"i8", "u8"}, precisions  # the convolutions run as int8, not de-quantized FP32
+
+
+def test_int8_graph_runs_its_float_layers_in_bf16_on_amx_by_default(tmp_path, cache, caplog):
+    assert default_precision("int8", [FLAGS_AMX]) == "bf16"
+    assert default_precision("fp32", [FLAGS_AMX]) == "fp32"  # an FP32 graph stays exact
+    assert default_precision("fp16", [FLAGS_AMX]) == "fp32"
+    assert default_precision("int8", [FLAGS_AVX2]) == "fp32"
+    assert default_precision("int8", ["flags\t\t: avx2 avx512_bf16"]) == "fp32"  # no AMX: BF16 is slower there
+    assert default_precision("int8", ["processor : 0"]) == "fp32"
+
+    from fcn_deploy.chain.backends import open_backend
+
+    path = _lowered_copy(_qdq_model(tmp_path / "q.onnx"), tmp_path / "q.ort.onnx", "int8", "onnxruntime")
+    with caplog.at_level(logging.INFO, logger="fcn_deploy.runtime.openvino_backend"):
+        vino = open_backend(path, "openvino")
+    fp32 = OpenVinoBackend(path, precision="fp32", cache_root=cache)
+    assert fp32.precision == "fp32" and open_backend(path, "openvino", precision="fp32").precision == "fp32"
+    batch = _batch((1, 3, 32, 32))
+    out, ref = vino.run(batch), fp32.run(batch)
+    assert (out["labels"] == ref["labels"]).mean() > 0.97
+    if default_precision("int8") == "fp32":  # this CPU has no AMX-BF16: nothing changes
+        assert vino.precision == "fp32" and not caplog.records
+        return
+    assert vino.precision == "bf16" and vino.execution_precision() == "bf16"
+    assert vino.cache_dir != fp32.cache_dir
+    assert "its float layers run in BF16" in caplog.text and "--precision fp32" in caplog.text
+    compiled = vino._compiled[(1, 3, 32, 32)][0]
+    convs = {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str).lower()
+             for op in compiled.get_runtime_model().get_ops()
+             if op.get_rt_info()["layerType"].astype(str) == "Convolution"}  # fmt: skip
+    assert set(convs.values()) & {"i8", "u8"}, convs  # the Q/DQ part still runs int8 kernels
 
 
 def test_cache_dir_is_keyed_by_sha256_and_options(tmp_path, cache):

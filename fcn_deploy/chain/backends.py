@@ -57,8 +57,9 @@ def open_backend(
 
     device None: cuda for TensorRT engines, cpu for everything else; "auto": a GPU where the backend sees one.
     trust_engine: run an engine whose manifest is missing or does not match (TensorRT checks it otherwise).
-    precision None/"fp32": compute as the graph says; "bf16": OpenVINO on a CPU with AVX512-BF16 or AMX
-    (`auto` picks OpenVINO for it). On the CPU `auto` picks the fastest installed runtime for a .onnx
+    precision None: compute as the graph says (on OpenVINO an INT8 graph's float layers in BF16 on AMX CPUs,
+    `openvino_backend.default_precision`); "fp32": float layers in FP32 everywhere; "bf16": OpenVINO on a CPU with
+    AVX512-BF16 or AMX (`auto` picks OpenVINO for it). On the CPU `auto` picks the fastest installed runtime for a .onnx
     (fcn_deploy.runtime.cpu_auto) and logs which and why.
     """
     if isinstance(model_path, str) and model_path.startswith(("triton://", "triton+http://", "triton+grpc://")):
@@ -89,7 +90,7 @@ def open_backend(
             raise FcnDeployError(f"{path}: the OpenVINO backend runs on the CPU only; pass --device cpu")
         from fcn_deploy.runtime.openvino_backend import OpenVinoBackend
 
-        return OpenVinoBackend(path, precision=precision or "fp32")
+        return OpenVinoBackend(path, precision=precision)
     if kind == "onnxruntime":
         try:
             from fcn_deploy.runtime.ort_backend import OrtBackend

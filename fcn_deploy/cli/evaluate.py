@@ -30,8 +30,9 @@ KEYS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: by file type (.pt/.pth PyTorch, .onnx ONNX Runtime, .engine/.plan TensorRT); openvino runs a .onnx.")  # fmt: skip
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda (or cuda:N for PyTorch).")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Compute precision on the CPU: bf16 runs on OpenVINO (AVX512-BF16/AMX CPUs only).")  # fmt: skip
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="Compute precision on the CPU [default: fp32; on OpenVINO an INT8 graph's float layers run bf16 "
+                   "on AMX CPUs]: bf16 runs on OpenVINO (AVX512-BF16/AMX CPUs only).")  # fmt: skip
 @click.option(
     "--trust-engine", is_flag=True, help="Run a TensorRT engine whose manifest is missing or differs."
 )

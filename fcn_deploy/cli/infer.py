@@ -21,8 +21,9 @@ log = logging.getLogger("fcn_deploy.infer")
 @click.option(
     "--device", type=click.Choice(DEVICES), help="Default: cuda for engines, cpu otherwise."
 )
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Compute precision on the CPU: bf16 runs on OpenVINO (AVX512-BF16/AMX CPUs only).")  # fmt: skip
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="Compute precision on the CPU [default: fp32; on OpenVINO an INT8 graph's float layers run bf16 "
+                   "on AMX CPUs]: bf16 runs on OpenVINO (AVX512-BF16/AMX CPUs only).")  # fmt: skip
 @click.option("--input-size", help="Network input HxW (frames are resized; labels resized back).")
 @click.option("--native", is_flag=True, help="Run at each frame's own size.")
 @click.option("--output", type=click.Path(), help="Video (.mp4/.avi/.mkv), image (.png/.jpg) or folder.")

@@ -15,8 +15,9 @@ DEFAULTS = ProfileConfig()
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="auto: by file type (.onnx ONNX Runtime, .engine TensorRT, .pt PyTorch); openvino runs a .onnx.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="[default: cuda for engines, else cpu]")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="Compute precision on the CPU: bf16 runs on OpenVINO (AVX512-BF16/AMX CPUs only).")  # fmt: skip
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="Compute precision on the CPU [default: fp32; on OpenVINO an INT8 graph's float layers run bf16 "
+                   "on AMX CPUs]: bf16 runs on OpenVINO (AVX512-BF16/AMX CPUs only).")  # fmt: skip
 @click.option("--shape", help="Input HxW [default: the model's fixed size, else the model card's opt shape].")
 @click.option("--batch", type=int, default=DEFAULTS.batch, show_default=True)
 @click.option("--warmup-s", type=float, default=DEFAULTS.warmup_s, show_default=True,
