@@ -215,6 +215,7 @@ def test_int8_graph_runs_its_float_layers_in_bf16_on_amx_by_default(tmp_path, ca
         assert vino.precision == "fp32" and not caplog.records
         return
     assert vino.precision == "bf16" and vino.execution_precision() == "bf16"
+    assert vino.describe()["graph_precision"] == "int8" and vino.describe()["precision"] == "bf16"
     assert vino.cache_dir != fp32.cache_dir
     assert "its float layers run in BF16" in caplog.text and "--precision fp32" in caplog.text
     compiled = vino._compiled[(1, 3, 32, 32)][0]

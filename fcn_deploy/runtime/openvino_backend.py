@@ -198,7 +198,8 @@ class OpenVinoBackend(GraphBackend):
             "backend": self.name,
             "model": str(self.path) if self.path else "in memory",
             "device": "CPU",
-            "precision": self.precision,
+            "precision": self.precision,  # the hint: what an INT8 graph's float layers compute in
+            "graph_precision": self.card.precision,
             "options": dict(self.options),
             "openvino": self._ov.__version__,
             "cache_dir": str(self.cache_dir),
