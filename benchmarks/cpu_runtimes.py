@@ -50,13 +50,13 @@ from PIL import Image
 
 from fcn_deploy.calibration.api import QuantizeConfig, quantize
 from fcn_deploy.core.datasets import build_dataset
-from fcn_deploy.core.environment import cpu_flags, fingerprint
+from fcn_deploy.core.environment import fingerprint
 from fcn_deploy.core.metrics import pixel_agreement
 from fcn_deploy.core.scoring import score
 from fcn_deploy.core.shapes import parse_hw
 from fcn_deploy.export import ExportOptions, export_onnx, model_for_export
 from fcn_deploy.export.options import DEFAULT_UPSAMPLE, UPSAMPLE_MODES
-from fcn_deploy.runtime.openvino_backend import OpenVinoBackend, bf16_refusal
+from fcn_deploy.runtime.openvino_backend import OpenVinoBackend, bf16_refusal, default_precision
 from fcn_deploy.runtime.ort_backend import OrtBackend
 
 MODELS = {
@@ -116,7 +116,7 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dic
     xt = torch.from_numpy(x)
     cache = tmp / "ov-cache"
     bf16 = bf16_refusal() is None
-    amx_bf16 = bool((cpu_flags() or {}).get("amx_bf16"))
+    int8_bf16 = default_precision("int8") == "bf16"  # the backend's own rule for an INT8 graph's float layers
 
     @torch.no_grad()
     def eager(_x):
@@ -148,7 +148,7 @@ def bench_model(name: str, hw: tuple[int, int], runs: int, tmp: Path, calib: dic
         rows[f"ort_ours/int8-{flavour}"] = ours(OrtBackend(p))
         rows[f"openvino_bare/int8-{flavour}"] = bare_openvino(p, "f32", shape)
         rows[f"openvino_ours/int8-{flavour}"] = ours(OpenVinoBackend(p, "fp32", cache_root=cache))
-        if amx_bf16:  # the float layers (first conv, decoder) in BF16: OpenVINO's own default on AMX
+        if int8_bf16:  # the float layers (first conv, decoder) in BF16: OpenVINO's own default on AMX
             rows[f"openvino_bare/int8-{flavour}+bf16"] = bare_openvino(p, "bf16", shape)
             rows[f"openvino_ours/int8-{flavour}+bf16"] = ours(OpenVinoBackend(p, cache_root=cache))
     reference = rows["ort_bare/fp32"](x)
@@ -237,6 +237,8 @@ def main() -> None:
     ap.add_argument("--warm-calls", type=int, default=2,
                     help="back-to-back calls after each row's first (cold) call: the warm_* columns; 0: none")
     args = ap.parse_args()
+    if args.warm_calls < 0:
+        raise SystemExit(f"--warm-calls {args.warm_calls}: give 0 (cold calls only) or more")
     if "trained" in args.models and not (args.checkpoint and args.data_root):
         raise SystemExit("--models trained needs --checkpoint CK.pt and --data-root CAMVID")
     hw = parse_hw(args.size, "--size")

@@ -184,13 +184,18 @@ def test_int8_qdq_graph_runs_int8_kernels(tmp_path, cache):
     # The fake-quant semantics match ONNX Runtime's: same scores up to rounding at the quantization steps.
     np.testing.assert_allclose(out["logits"], ref["logits"], atol=0.1)
     assert (out["labels"] == ref["labels"]).mean() > 0.97
-    compiled = vino._compiled[(1, 3, 32, 32)][0]
-    precisions = {
+    precisions = _conv_precisions(vino, (1, 3, 32, 32))
+    assert precisions & {"i8", "u8"}, precisions  # the convolutions run as int8, not de-quantized FP32
+
+
+def _conv_precisions(vino, shape):
+    """The runtime precisions of the compiled model's convolutions at `shape`."""
+    compiled = vino._compiled[shape][0]
+    return {
         op.get_rt_info()["runtimePrecision"].astype(str).lower()
         for op in compiled.get_runtime_model().get_ops()
         if op.get_rt_info()["layerType"].astype(str) == "Convolution"
     }
-    assert precisions & {"i8", "u8"}, precisions  # the convolutions run as int8, not de-quantized FP32
 
 
 def test_int8_graph_runs_its_float_layers_in_bf16_on_amx_by_default(tmp_path, cache, caplog):
@@ -218,11 +223,8 @@ def test_int8_graph_runs_its_float_layers_in_bf16_on_amx_by_default(tmp_path, ca
     assert vino.describe()["graph_precision"] == "int8" and vino.describe()["precision"] == "bf16"
     assert vino.cache_dir != fp32.cache_dir
     assert "its float layers run in BF16" in caplog.text and "--precision fp32" in caplog.text
-    compiled = vino._compiled[(1, 3, 32, 32)][0]
-    convs = {op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str).lower()
-             for op in compiled.get_runtime_model().get_ops()
-             if op.get_rt_info()["layerType"].astype(str) == "Convolution"}  # fmt: skip
-    assert set(convs.values()) & {"i8", "u8"}, convs  # the Q/DQ part still runs int8 kernels
+    convs = _conv_precisions(vino, (1, 3, 32, 32))
+    assert convs & {"i8", "u8"}, convs  # the Q/DQ part still runs int8 kernels
 
 
 def test_cache_dir_is_keyed_by_sha256_and_options(tmp_path, cache):
